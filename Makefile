@@ -1,0 +1,31 @@
+# pnode: `make demo` and `make test` build the environment (.venv/) when it is missing.
+PY      := .venv/bin/python
+STAMP   := .venv/.pnode-ready
+EXAMPLE ?= examples/spiral.py
+MPIEXEC := .venv/bin/mpiexec
+PYTEST_ARGS ?=
+
+.PHONY: install test test-mpi demo docs bench clean
+
+$(STAMP): scripts/install.sh pyproject.toml
+	bash scripts/install.sh
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(PY) $(EXAMPLE)
+
+docs: $(STAMP)
+	@$(PY) -c "import mkdocs" 2>/dev/null || PNODE_EXTRAS=docs bash scripts/install.sh
+	$(PY) -m mkdocs build --strict
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf .venv site build *.egg-info .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

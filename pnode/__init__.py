@@ -1,0 +1,26 @@
+"""pnode: neural ODEs with exact discrete-adjoint gradients at bounded memory.
+
+PETSc integrates the ODE and its discrete adjoint; torch supplies the vector field and
+its derivatives. Public API:
+
+- :func:`odeint` / :func:`odeint_adjoint` (torchdiffeq-compatible),
+- :class:`ODESolver` (reusable solver object), :class:`ODEBlock` (``nn.Module``),
+- :class:`Checkpoint` (memory/recomputation trade-off), :class:`SolverError`,
+- :func:`info` (versions and build facts).
+"""
+import atexit as _atexit
+
+from ._version import __version__
+from . import options as _options  # noqa: F401  (initialises PETSc with sys.argv)
+from .block import ODEBlock
+from .checkpoint import Checkpoint
+from .errors import SolverError
+from .info import info
+from .methods import METHODS
+from .odeint import odeint, odeint_adjoint
+from .solver import ODESolver, close_all
+
+_atexit.register(close_all)
+
+__all__ = ["__version__", "odeint", "odeint_adjoint", "ODESolver", "ODEBlock", "Checkpoint",
+           "SolverError", "info", "METHODS"]

@@ -1,0 +1,159 @@
+"""The user's vector field, seen as PETSc sees it: flat double vectors in, flat out.
+
+:class:`Dynamics` evaluates ``func`` on flat states and counts the calls.
+:class:`Linearization` is ``func`` linearised at one point ``(t, u)``: Jacobian-vector
+products by forward-mode autodiff, vector-Jacobian products (for the state and the
+parameters) by reverse mode, all from the point it was created at. PETSc's Jacobian
+callbacks each capture their own point; two callbacks at the same point share one
+Linearization (and its graph), found by comparing values, never by call order.
+"""
+import torch
+
+from .bridge import PETSC_DTYPE
+
+
+class Dynamics:
+    """``func`` (``dy/dt = func(t, y)``) on flat vectors.
+
+    Args:
+        func: callable ``func(t, y)``; ``t`` a 0-d tensor, ``y`` in the user's layout.
+        layout: the :class:`~pnode.bridge.StateLayout` of the state.
+        params: tensors to differentiate with respect to (may be empty).
+        time_sign: +1, or -1 when the user's ``t`` decreases: PETSc then integrates in
+            ``s = -t`` the field ``-func(-s, y)``.
+        stats: dict whose ``rhs_evals``/``jvp_evals``/``vjp_evals`` counters are bumped.
+        joint_vjp: compute the parameter VJP together with the state VJP and keep it for
+            the parameter-Jacobian callback (exact when keyed by inputs; halves the
+            backward cost of explicit methods, where PETSc asks for both at one point).
+    """
+
+    def __init__(self, func, layout, params, time_sign, stats, joint_vjp=True, name="func"):
+        self.func = func
+        self.layout = layout
+        self.params = list(params)
+        self.time_sign = float(time_sign)
+        self.stats = stats
+        self.joint_vjp = joint_vjp
+        self.name = name
+        self._checked = False
+        self._recent = []  # small cache of Linearizations, newest last
+
+    def __call__(self, s, u):
+        """Evaluate on a model-dtype flat tensor ``u`` at solver time ``s``; returns flat."""
+        t = torch.tensor(self.time_sign * s, dtype=self.layout.dtype, device=self.layout.device)
+        y = self.layout.unflatten(u)
+        out = self.func(t, y)
+        if not self._checked:
+            self._check_output(out)
+        flat = self.layout.flatten(out)
+        return flat if self.time_sign > 0 else -flat
+
+    def _check_output(self, out):
+        lay = self.layout
+        members = out if isinstance(out, (tuple, list)) else (out,)
+        got = tuple(tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__ for m in members)
+        want = tuple(tuple(s) for s in lay.shapes)
+        if (isinstance(out, (tuple, list)) != lay.is_tuple) or got != want:
+            fmt = (lambda s: s) if lay.is_tuple else (lambda s: s[0])
+            raise ValueError(f"{self.name} returned shape {fmt(got)} but the state has shape {fmt(want)}")
+        self._checked = True
+
+    def rhs(self, s, u64):
+        """``f(s, u)`` without a graph; ``u64`` a PETSc-side flat tensor; returns float64."""
+        self.stats["rhs_evals"] += 1
+        with torch.no_grad():
+            return self(s, self.layout.to_model(u64)).to(PETSC_DTYPE)
+
+    def linearize(self, s, u64):
+        """The :class:`Linearization` at ``(s, u)``, reusing a recent one at the same point."""
+        for lin in reversed(self._recent):
+            if lin.s == s and torch.equal(lin.u64, u64):
+                return lin
+        lin = Linearization(self, s, u64.clone())
+        self._recent = self._recent[-1:] + [lin]  # two points: CN linearises at t_n and t_n+1
+        return lin
+
+    def forget(self):
+        """Drop cached linearizations (and their graphs)."""
+        self._recent = []
+
+
+class Linearization:
+    """``func`` linearised at one point; products come out in float64 (PETSc's dtype).
+
+    The graph of ``func(s, u)`` is built on the first VJP and kept for the following
+    ones at this point (an implicit method's transposed Krylov solve asks for many).
+    """
+
+    def __init__(self, dyn, s, u64):
+        self.dyn = dyn
+        self.s = s
+        self.u64 = u64
+        self._graph = None
+        self._joint = None  # (v, parameter VJP) of the last joint product
+
+    def jvp(self, v64):
+        """``J v`` with ``J = d func / d u`` at this point."""
+        dyn = self.dyn
+        dyn.stats["jvp_evals"] += 1
+        u = dyn.layout.to_model(self.u64)
+        v = dyn.layout.to_model(v64)
+        with torch.no_grad():
+            _, out = torch.func.jvp(lambda x: dyn(self.s, x), (u,), (v,))
+        return out.to(PETSC_DTYPE)
+
+    def _build(self):
+        dyn = self.dyn
+        u = dyn.layout.to_model(self.u64).detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = dyn(self.s, u)
+        self._graph = (u, out)
+
+    def _grad(self, v64, wrt):
+        dyn = self.dyn
+        if self._graph is None:
+            self._build()
+        u, out = self._graph
+        dyn.stats["vjp_evals"] += 1
+        v = dyn.layout.to_model(v64)
+        if not out.requires_grad:  # func ignores both u and the parameters
+            return [None] * len(wrt)
+        return torch.autograd.grad(out, wrt, v, retain_graph=True, allow_unused=True)
+
+    def vjp(self, v64):
+        """``J^T v`` (float64, flat). Also computes ``Jp^T v`` when joint products are on."""
+        dyn = self.dyn
+        u = self._graph[0] if self._graph is not None else None
+        if dyn.joint_vjp and dyn.params:
+            if u is None:
+                self._build()
+                u = self._graph[0]
+            grads = self._grad(v64, [u] + dyn.params)
+            self._joint = (v64.clone(), flat_params(grads[1:], dyn.params))
+            gu = grads[0]
+        else:
+            if u is None:
+                self._build()
+                u = self._graph[0]
+            (gu,) = self._grad(v64, [u])
+        if gu is None:
+            return torch.zeros_like(v64)
+        return gu.to(PETSC_DTYPE)
+
+    def param_vjp(self, v64):
+        """``Jp^T v`` with ``Jp = d func / d params`` at this point (float64, flat)."""
+        if self._joint is not None and torch.equal(self._joint[0], v64):
+            return self._joint[1]
+        grads = self._grad(v64, self.dyn.params)
+        return flat_params(grads, self.dyn.params)
+
+
+def flat_params(grads, params):
+    """Concatenate parameter gradients (None -> zeros) into one float64 vector."""
+    parts = [
+        (g if g is not None else torch.zeros_like(p)).reshape(-1).to(PETSC_DTYPE)
+        for g, p in zip(grads, params)
+    ]
+    if not parts:
+        return torch.zeros(0, dtype=PETSC_DTYPE)
+    return torch.cat(parts)

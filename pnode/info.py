@@ -1,0 +1,68 @@
+"""``pnode.info()``: versions and build facts, for bug reports."""
+import platform
+import sys
+
+
+def info_dict():
+    """The facts :func:`info` prints, as a dict."""
+    import mpi4py
+    import numpy
+    import petsc4py
+    import torch
+    from mpi4py import MPI
+    from petsc4py import PETSc
+
+    from . import __version__
+
+    major, minor, sub = PETSc.Sys.getVersion()
+    try:
+        conf = petsc4py.get_config()
+    except Exception:  # pragma: no cover - depends on the PETSc install
+        conf = {}
+    try:
+        import petsc.lib as _petsc_lib  # PyPI petsc
+        configure = getattr(_petsc_lib, "get_config", lambda: {})()
+    except Exception:
+        configure = {}
+    return {
+        "pnode": __version__,
+        "python": sys.version.split()[0] + " (" + platform.platform() + ")",
+        "torch": torch.__version__ + (" (CUDA " + str(torch.version.cuda) + ")" if torch.version.cuda else " (CPU)"),
+        "numpy": numpy.__version__,
+        "petsc": f"{major}.{minor}.{sub}",
+        "petsc_dir": conf.get("PETSC_DIR", ""),
+        "petsc_arch": conf.get("PETSC_ARCH", ""),
+        "petsc_configure": _configure_options(),
+        "revolve": bool(PETSc.Sys.hasExternalPackage("revolve")),
+        "cuda_petsc": bool(PETSc.Sys.hasExternalPackage("cuda")),
+        "scalar_type": f"{numpy.dtype(PETSc.ScalarType).name}, {numpy.dtype(PETSc.IntType).name} indices",
+        "petsc4py": petsc4py.__version__,
+        "mpi": MPI.Get_library_version().strip().splitlines()[0],
+        "mpi4py": mpi4py.__version__,
+        **({"petsc_pkg_config": configure} if configure else {}),
+    }
+
+
+def _configure_options():
+    from petsc4py import PETSc
+    try:
+        import os
+        conf = __import__("petsc4py").get_config()
+        path = os.path.join(conf["PETSC_DIR"], conf.get("PETSC_ARCH", ""), "include", "petscconfiginfo.h")
+        if not os.path.exists(path):
+            path = os.path.join(conf["PETSC_DIR"], "include", "petscconfiginfo.h")
+        text = open(path).read()
+        start = text.index('"') + 1
+        return text[start:text.rindex('"')].strip()
+    except Exception:
+        return "(unknown)"
+
+
+def info(file=None):
+    """Print pnode, torch, PETSc (version, configure options, revolve, scalar type),
+    petsc4py, MPI library and mpi4py versions."""
+    d = info_dict()
+    d.pop("petsc_pkg_config", None)
+    width = max(len(k) for k in d)
+    for k, v in d.items():
+        print(f"{k:<{width}}  {v}", file=file or sys.stdout)

@@ -1,0 +1,71 @@
+"""The functional API, a drop-in for torchdiffeq's ``odeint``/``odeint_adjoint``."""
+import warnings
+import weakref
+
+from .solver import ODESolver
+
+_IGNORED = ("adjoint_rtol", "adjoint_atol", "adjoint_method", "adjoint_options")
+# Solvers reused across calls with the same func and settings (a training loop calls
+# odeint every iteration; creating PETSc objects each time would dominate tiny problems).
+_CACHE = weakref.WeakKeyDictionary()
+
+
+def _key(value):
+    try:
+        hash(value)
+        return value
+    except TypeError:
+        if isinstance(value, dict):
+            return tuple(sorted((k, _key(v)) for k, v in value.items()))
+        if isinstance(value, (list, tuple)):
+            return tuple(_key(v) for v in value)
+        return ("id", id(value))
+
+
+def _solver_for(func, settings):
+    key = _key(settings)
+    try:
+        per_func = _CACHE.setdefault(func, {})
+    except TypeError:  # not weak-referenceable: no reuse
+        return ODESolver(func, **settings)
+    solver = per_func.get(key)
+    if solver is None:
+        solver = per_func[key] = ODESolver(func, **settings)
+        weakref.finalize(func, solver.close)
+    return solver
+
+
+def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None,
+           adjoint_params=None, checkpoint=None, petsc_options=None, **kwargs):
+    """Solve ``dy/dt = func(t, y)`` from ``y0`` at ``t[0]``; return ``y`` at every ``t``.
+
+    Args:
+        func: ``nn.Module`` or callable ``func(t, y)``; ``t`` is a 0-d tensor.
+        y0: Tensor of any shape or tuple of Tensors, float32 or float64.
+        t: strictly monotone 1-D tensor of output times (increasing or decreasing).
+        rtol, atol: adaptive step tolerances.
+        method: integrator name (default ``dopri5``); see ``pnode.methods.METHODS``.
+        options: ``step_size``, ``first_step``, ``max_num_steps`` and, for implicit
+            methods, ``theta``, ``endpoint``, ``func_explicit``, ``mass``.
+        adjoint_params: tensors to differentiate (default: parameters of ``func``).
+        checkpoint: :class:`pnode.Checkpoint` (default: store all).
+        petsc_options: PETSc options used as defaults for this solve.
+
+    Returns:
+        Tensor ``(len(t), *y0.shape)`` (tuple of such for tuple ``y0``). Gradients come
+        from PETSc's discrete adjoint: exact for the computed solution.
+    """
+    for name in list(kwargs):
+        if name in _IGNORED:
+            warnings.warn(f"pnode ignores {name}: its discrete adjoint replays the forward's own steps",
+                          stacklevel=2)
+            kwargs.pop(name)
+    if kwargs:
+        raise TypeError(f"odeint() got unexpected keyword arguments {sorted(kwargs)}")
+    settings = dict(rtol=rtol, atol=atol, method=method, options=options,
+                    adjoint_params=adjoint_params, checkpoint=checkpoint,
+                    petsc_options=petsc_options)
+    return _solver_for(func, settings)(y0, t)
+
+
+odeint_adjoint = odeint

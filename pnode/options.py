@@ -1,0 +1,68 @@
+"""PETSc start-up and the options database.
+
+PETSc is initialised with ``sys.argv`` when pnode is imported, so every solver setting
+can come from the command line (``python train.py -ts_type cn -ts_monitor``). Settings
+made in code are *defaults*: :func:`option_defaults` inserts them under a solver's prefix
+only where the command line said nothing, and removes them again once the solver has read
+them, so they never leak into another solver.
+"""
+import sys
+from contextlib import contextmanager
+
+from mpi4py import MPI  # noqa: F401  (loads libmpi before libpetsc needs it)
+import petsc4py
+
+
+def _init_args(argv):
+    # `python -c ...` leaves sys.argv == ['-c']: that is no PETSc option.
+    if not argv or argv[0] in ("", "-c"):
+        return [sys.executable] + list(argv[1:])
+    return list(argv)
+
+
+petsc4py.init(_init_args(sys.argv))
+from petsc4py import PETSc  # noqa: E402
+
+
+def option_name(prefix, key):
+    """The full option name ``-{prefix}{key}`` (``key`` without the leading dash)."""
+    return "-" + (prefix or "") + key.lstrip("-")
+
+
+def format_value(value):
+    """PETSc's string form of an option value (booleans as true/false, None as a flag)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(format_value(v) for v in value)
+    return str(value)
+
+
+@contextmanager
+def option_defaults(prefix, defaults):
+    """Insert ``defaults`` (``{"ts_type": "rk", ...}``) under ``prefix`` where unset.
+
+    Options already in the database (from the command line or the user's own
+    ``PETSc.Options()``) win. The inserted ones are removed on exit.
+    """
+    db = PETSc.Options()
+    added = []
+    try:
+        for key, value in defaults.items():
+            name = option_name(prefix, key)
+            if not db.hasName(name):
+                db.setValue(name, format_value(value))
+                added.append(name)
+        yield
+    finally:
+        for name in added:
+            db.delValue(name)
+
+
+def user_value(prefix, key):
+    """The string value of option ``-{prefix}{key}`` if the user set it, else None."""
+    db = PETSc.Options()
+    name = option_name(prefix, key)
+    return db.getString(name) if db.hasName(name) else None

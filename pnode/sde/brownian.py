@@ -1,0 +1,493 @@
+"""Brownian motion sampled on demand from a fixed binary tree of intervals.
+
+The path over ``[t0, t1]`` is defined by a *canonical* tree: the root is the whole
+interval; if a step hint ``dt`` is given, the upper levels split the interval on the cell
+boundaries ``t0 + k*dt`` (balanced over the cells), and every cell is then bisected at
+its floating-point midpoint, down to the resolution of float64. A node's increment is
+drawn from the Brownian bridge conditioned on its parent's increment, with normals from a
+counter-based generator (Philox) keyed by a 64-bit seed that is a hash of the node's
+position in the tree. So the value of ``W(tb) - W(ta)`` is a fixed function of
+``entropy``, ``t0``, ``t1`` and ``dt``: it does not depend on which queries came before or
+in what order, repeated queries agree bit for bit, and increments over adjacent intervals
+add up (to round-off).
+
+Memory is bounded: node increments live in an LRU cache of ``cache_size`` entries, and
+the only nodes kept alive are the ancestors of the last queried node (the tree is never
+stored; a node is rebuilt from its parent when needed). Queries are answered by searching
+from the last queried node rather than from the root (Kidger et al. 2021), so the
+sequential pattern of a fixed-step solver costs O(1) node splits per step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+__all__ = ["BrownianInterval"]
+
+_MASK64 = (1 << 64) - 1
+# Distinct constants per child side so the two children of a node get unrelated seeds.
+_LEFT = 0x243F6A8885A308D3
+_RIGHT = 0x13198A2E03707344
+_ROOT = 0xA4093822299F31D0
+
+# Below a cell, bisection stops after this many levels (dt * 2**-100, far below float64
+# resolution of any realistic time); a query inside such a node falls back to linear
+# interpolation, which keeps additivity exact but is only an approximation of the law.
+_MAX_SUBCELL_LEVEL = 100
+
+_LEVY_AREA_APPROXIMATIONS = ("none", "space-time")
+
+
+def _mix64(x: int) -> int:
+    """SplitMix64 finaliser: a bijection on 64-bit words with full avalanche."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+class _Node:
+    """One interval [a, b] of the canonical tree.
+
+    ``i``/``j`` are cell indices when the node spans whole cells (``j - i >= 1``), else
+    ``None``; ``level`` counts bisections below the cell level.
+    """
+
+    __slots__ = ("a", "b", "i", "j", "level", "seed", "parent")
+
+    def __init__(self, a, b, i, j, level, seed, parent):
+        self.a = a
+        self.b = b
+        self.i = i
+        self.j = j
+        self.level = level
+        self.seed = seed
+        self.parent = parent
+
+
+class BrownianInterval:
+    """Brownian motion on ``[t0, t1]`` answering increment queries ``W(tb) - W(ta)``.
+
+    Args:
+        t0, t1: start and end time of the path (floats, ``t0 < t1``).
+        size: shape of ``W(t)`` for one time, e.g. ``(batch, m)`` (tuple or int).
+        dtype: ``torch.float32`` or ``torch.float64`` (default: torch's default dtype).
+        device: device of the returned tensors (default CPU).
+        entropy: integer seed. The same entropy (with the same ``t0``, ``t1``, ``dt``)
+            gives the same path; ``None`` draws one from torch's global generator.
+        dt: optional step hint. The tree then has nodes exactly on ``t0 + k*dt``, so a
+            fixed-step solver starting at ``t0`` with step ``dt`` is served in O(1)
+            splits per step. Without it the tree bisects ``[t0, t1]`` dyadically;
+            queries at non-dyadic times are still exact but each costs about 40 splits
+            the first time its neighbourhood is visited. A hint-less interval that has
+            not been queried yet adopts the step of the first pnode solver using it.
+        cache_size: number of node increments kept in the LRU cache (bounds memory:
+            about ``cache_size * prod(size)`` numbers, times 2 with the space-time
+            Lévy area).
+        levy_area_approximation: ``"none"`` or ``"space-time"``. With ``"space-time"``
+            every node also carries its space-time Lévy area ``H`` (see ``__call__``).
+
+    Calling ``bm(ta, tb)`` returns a tensor of shape ``size``; ``bm(t)`` is
+    ``bm(t0, t)``. Times are in the same units as ``t0``/``t1``; the increment over an
+    interval of length ``h`` has mean 0 and variance ``h`` per entry.
+    """
+
+    def __init__(self, t0, t1, size=None, dtype=None, device=None, entropy=None,
+                 dt=None, cache_size=64, levy_area_approximation="none"):
+        t0 = _as_time(t0, "t0")
+        t1 = _as_time(t1, "t1")
+        if not t0 < t1:
+            raise ValueError(f"BrownianInterval: t0 must be < t1, got t0={t0}, t1={t1}")
+        if size is None:
+            raise ValueError("BrownianInterval: size is required, e.g. size=(batch, m)")
+        if isinstance(size, int):
+            size = (size,)
+        try:
+            size = tuple(int(s) for s in size)
+        except TypeError:
+            raise TypeError(f"BrownianInterval: size must be a tuple of ints, got {size!r}") from None
+        if any(s < 0 for s in size):
+            raise ValueError(f"BrownianInterval: size must be non-negative, got {size}")
+        if dtype is None:
+            dtype = torch.get_default_dtype()
+        if dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"BrownianInterval: dtype must be torch.float32 or torch.float64, got {dtype}")
+        if levy_area_approximation not in _LEVY_AREA_APPROXIMATIONS:
+            raise ValueError(
+                "BrownianInterval: levy_area_approximation must be one of "
+                f"{list(_LEVY_AREA_APPROXIMATIONS)}, got {levy_area_approximation!r}")
+        if not isinstance(cache_size, int) or cache_size < 4:
+            raise ValueError(f"BrownianInterval: cache_size must be an int >= 4, got {cache_size!r}")
+        if entropy is None:
+            entropy = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+        if not isinstance(entropy, (int, np.integer)) or isinstance(entropy, bool):
+            raise TypeError(f"BrownianInterval: entropy must be an int, got {entropy!r}")
+
+        ncells = 1
+        if dt is not None:
+            dt = _as_time(dt, "dt")
+            if not dt > 0:
+                raise ValueError(f"BrownianInterval: dt must be positive, got {dt}")
+            ncells = _cell_count(t0, t1, dt)
+            if ncells is None:
+                raise ValueError(f"BrownianInterval: dt={dt} is too small for [{t0}, {t1}]")
+
+        self._t0, self._t1, self._dt, self._ncells = t0, t1, dt, ncells
+        self._size = torch.Size(size)
+        self._dtype = dtype
+        self._np_dtype = np.float32 if dtype == torch.float32 else np.float64
+        self._device = torch.device(device) if device is not None else torch.device("cpu")
+        self._entropy = int(entropy)
+        self._levy = levy_area_approximation
+        self._cache_size = cache_size
+
+        # SeedSequence hashes an arbitrary-size integer into well-mixed words: one word
+        # keys the whole path's stream family, another seeds the root node.
+        words = np.random.SeedSequence(abs(self._entropy) * 2 + (self._entropy < 0)).generate_state(2, np.uint64)
+        self._stream = int(words[0])
+        root_seed = int(words[1])
+        self._root = _Node(t0, t1, 0, ncells, 0, root_seed, None)
+        self._root_value = None
+        self._last = self._root
+        self._cache: OrderedDict = OrderedDict()
+        self._queried = False
+        self._bitgen = np.random.Philox(key=0)
+        self._npgen = np.random.Generator(self._bitgen)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def t0(self) -> float:
+        """Start time of the path."""
+        return self._t0
+
+    @property
+    def t1(self) -> float:
+        """End time of the path."""
+        return self._t1
+
+    @property
+    def dt(self):
+        """The step hint given at construction (``None`` if none)."""
+        return self._dt
+
+    @property
+    def shape(self) -> torch.Size:
+        """Shape of one increment (the ``size`` argument)."""
+        return self._size
+
+    size = shape
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def entropy(self) -> int:
+        """The integer seed of this path."""
+        return self._entropy
+
+    @property
+    def levy_area_approximation(self) -> str:
+        return self._levy
+
+    def __repr__(self):
+        return (f"BrownianInterval(t0={self._t0}, t1={self._t1}, size={tuple(self._size)}, "
+                f"dtype={self._dtype}, device={self._device}, entropy={self._entropy}, "
+                f"dt={self._dt}, levy_area_approximation={self._levy!r})")
+
+    # ------------------------------------------------------------------ queries
+    def __call__(self, ta, tb=None, return_U=False, return_H=False):
+        """Increment ``W(tb) - W(ta)`` of shape ``size``.
+
+        ``bm(t)`` (one time) returns ``W(t) - W(t0)``. ``t0 <= ta <= tb <= t1`` is
+        required. With ``levy_area_approximation="space-time"``:
+
+        - ``return_H=True`` also returns the space-time Lévy area
+          ``H = (1/h) * integral_ta^tb (W(s) - W(ta) - (s - ta)/h * (W(tb) - W(ta))) ds``
+          with ``h = tb - ta`` (mean 0, variance ``h/12``, independent of the increment);
+        - ``return_U=True`` also returns ``U = integral_ta^tb (W(s) - W(ta)) ds
+          = h * (W/2 + H)`` (torchsde's spelling).
+
+        Both flags give ``(W, U, H)``; one gives a pair; neither gives ``W`` alone.
+        """
+        if tb is None:
+            ta, tb = self._t0, ta
+        ta = _as_time(ta, "ta")
+        tb = _as_time(tb, "tb")
+        if (return_U or return_H) and self._levy != "space-time":
+            raise ValueError("BrownianInterval: return_U/return_H need "
+                             "levy_area_approximation='space-time'")
+        if ta > tb:
+            raise ValueError(f"BrownianInterval: ta must be <= tb, got ta={ta}, tb={tb}")
+        if ta < self._t0 or tb > self._t1:
+            raise ValueError(f"BrownianInterval: query [ta={ta}, tb={tb}] is outside "
+                             f"[t0={self._t0}, t1={self._t1}]")
+        self._queried = True
+        if ta == tb:
+            w = torch.zeros(self._size, dtype=self._dtype, device=self._device)
+            h = torch.zeros_like(w)
+        else:
+            value = self._increment(ta, tb)
+            if self._levy == "space-time":
+                w, h = value
+            else:
+                w, h = value, None
+        if not (return_U or return_H):
+            return w
+        out = [w]
+        if return_U:
+            out.append((tb - ta) * (0.5 * w + h))
+        if return_H:
+            out.append(h)
+        return tuple(out)
+
+    def _adopt_step_hint(self, dt):
+        """Give a hint-less interval the cell grid ``t0 + k*dt`` before its first query.
+
+        Called by the pnode solvers; returns whether the grid was adopted. Once any
+        query has been answered the tree is fixed, so the path stays consistent.
+        """
+        if self._dt is not None or self._queried:
+            return False
+        ncells = _cell_count(self._t0, self._t1, dt)
+        if ncells is None:
+            return False
+        self._dt, self._ncells = float(dt), ncells
+        self._root = _Node(self._t0, self._t1, 0, ncells, 0, self._root.seed, None)
+        self._last = self._root
+        return True
+
+    # ------------------------------------------------------------------ tree structure
+    def _time(self, k):
+        return self._t1 if k == self._ncells else self._t0 + k * self._dt
+
+    def _mid(self, n):
+        """Split point of node ``n``, or ``None`` if it cannot be split further."""
+        if n.i is not None and n.j - n.i > 1:
+            return self._time((n.i + n.j) // 2)
+        if n.level >= _MAX_SUBCELL_LEVEL:
+            return None
+        m = n.a + 0.5 * (n.b - n.a)
+        if not n.a < m < n.b:  # a and b are adjacent floats
+            return None
+        return m
+
+    def _children(self, n, m):
+        if n.i is not None and n.j - n.i > 1:
+            k = (n.i + n.j) // 2
+            li, lj, ri, rj, level = n.i, k, k, n.j, 0
+        else:
+            li = lj = ri = rj = None
+            level = n.level + 1
+        left = _Node(n.a, m, li, lj, level, _mix64(n.seed ^ _LEFT), n)
+        right = _Node(m, n.b, ri, rj, level, _mix64(n.seed ^ _RIGHT), n)
+        return left, right
+
+    # ------------------------------------------------------------------ values
+    def _normals(self, seed, count):
+        # Philox is counter-based: keying it with (stream, node seed) gives every node
+        # its own independent stream with no state carried between nodes.
+        self._bitgen.state = {
+            "bit_generator": "Philox",
+            "state": {"counter": np.zeros(4, np.uint64),
+                      "key": np.array([seed, self._stream], np.uint64)},
+            "buffer": np.zeros(4, np.uint64), "buffer_pos": 4,
+            "has_uint32": 0, "uinteger": 0,
+        }
+        x = self._npgen.standard_normal((count,) + tuple(self._size), dtype=self._np_dtype)
+        x = torch.from_numpy(x)
+        if self._device.type != "cpu":
+            x = x.to(self._device)
+        return x
+
+    def _root_val(self):
+        if self._root_value is None:
+            h = self._t1 - self._t0
+            if self._levy == "space-time":
+                z = self._normals(_mix64(self._root.seed ^ _ROOT), 2)
+                self._root_value = (math.sqrt(h) * z[0], math.sqrt(h / 12) * z[1])
+            else:
+                z = self._normals(_mix64(self._root.seed ^ _ROOT), 1)
+                self._root_value = math.sqrt(h) * z[0]
+        return self._root_value
+
+    def _cache_get(self, key):
+        v = self._cache.get(key)
+        if v is not None:
+            self._cache.move_to_end(key)
+        return v
+
+    def _cache_put(self, key, v):
+        self._cache[key] = v
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    def _split(self, n, m, v):
+        """Children of ``n`` (split at ``m``) and their values, given ``n``'s value ``v``."""
+        left, right = self._children(n, m)
+        kl, kr = (n.a, m), (m, n.b)
+        vl = self._cache_get(kl)
+        vr = self._cache_get(kr)
+        if vl is None or vr is None:
+            vl, vr = self._bridge(n, m, v)
+            self._cache_put(kl, vl)
+            self._cache_put(kr, vr)
+        return left, vl, right, vr
+
+    def _bridge(self, n, m, v):
+        h = n.b - n.a
+        u = m - n.a
+        h2 = n.b - m
+        if self._levy != "space-time":
+            # z is a fresh buffer, so scale it in place: two kernels instead of four.
+            wl = self._normals(n.seed, 1)[0].mul_(math.sqrt(u * h2 / h)).add_(v, alpha=u / h)
+            return wl, v - wl
+        # Conditioning by Matheron's rule: sample the four independent quantities of
+        # the two halves from their prior, then correct by the (exactly known) linear
+        # map to the parent's (W, H), whose prior covariance is diag(h, h/12).
+        w, hh = v
+        z = self._normals(n.seed, 4)
+        w1 = math.sqrt(u) * z[0]
+        w2 = math.sqrt(h2) * z[1]
+        h1 = math.sqrt(u / 12) * z[2]
+        h2_ = math.sqrt(h2 / 12) * z[3]
+        dw = w - (w1 + w2)
+        dh = hh - (u * h1 + h2 * h2_ + 0.5 * (h2 * w1 - u * w2)) / h
+        w1 = w1 + (u / h) * dw + (6 * u * h2 / (h * h)) * dh
+        h1 = h1 + (u / h) ** 2 * dh
+        h2_ = h2_ + (h2 / h) ** 2 * dh
+        return (w1, h1), (w - w1, h2_)
+
+    def _value(self, n):
+        """Value of node ``n``: from the cache, else rebuilt from its nearest cached ancestor."""
+        path = []
+        while n.parent is not None:
+            v = self._cache_get((n.a, n.b))
+            if v is not None:
+                break
+            path.append(n)
+            n = n.parent
+        else:
+            v = self._root_val()
+        for child in reversed(path):
+            p = child.parent
+            _, vl, _, vr = self._split(p, self._mid(p), v)
+            v = vl if child.a == p.a else vr
+        return v
+
+    def _combine(self, left, hl, right, hr):
+        """Value over the union of two adjacent intervals of lengths ``hl`` and ``hr``."""
+        if left is None:
+            return right
+        if right is None:
+            return left
+        if self._levy != "space-time":
+            return left + right
+        (wl, Hl), (wr, Hr) = left, right
+        h = hl + hr
+        return wl + wr, (hl * Hl + hr * Hr + 0.5 * (hr * wl - hl * wr)) / h
+
+    def _partial(self, n, v, ta, tb):
+        # Only reached below float resolution (see _MAX_SUBCELL_LEVEL): interpolate.
+        frac = (tb - ta) / (n.b - n.a)
+        if self._levy != "space-time":
+            return frac * v
+        return frac * v[0], torch.zeros_like(v[1])
+
+    def _increment(self, ta, tb):
+        # Search from the last queried node: a fixed-step solver's next query sits next
+        # to the previous one, so the common ancestor is usually a few levels up.
+        n = self._last
+        while not (n.a <= ta and tb <= n.b):
+            n = n.parent
+        v = self._value(n)
+        while True:
+            if n.a == ta and n.b == tb:
+                self._last = n
+                return v
+            m = self._mid(n)
+            if m is None:
+                self._last = n
+                return self._partial(n, v, ta, tb)
+            left, vl, right, vr = self._split(n, m, v)
+            if tb <= m:
+                n, v = left, vl
+            elif ta >= m:
+                n, v = right, vr
+            else:
+                break
+        # The query straddles m: cover [ta, m] along the left child's right spine and
+        # [m, tb] along the right child's left spine.
+        acc_l = self._cover_from(left, vl, ta)
+        acc_r = self._cover_to(right, vr, tb)
+        return self._combine(acc_l, m - ta, acc_r, tb - m)
+
+    def _cover_from(self, n, v, ta):
+        """Value over ``[ta, n.b]`` for ``n.a <= ta < n.b``."""
+        acc, acc_len = None, 0.0
+        while n.a != ta:
+            m = self._mid(n)
+            if m is None:
+                piece = self._partial(n, v, ta, n.b)
+                return self._combine(piece, n.b - ta, acc, acc_len)
+            left, vl, right, vr = self._split(n, m, v)
+            if ta >= m:
+                n, v = right, vr
+            else:
+                acc = self._combine(vr, right.b - right.a, acc, acc_len)
+                acc_len += right.b - right.a
+                n, v = left, vl
+        return self._combine(v, n.b - n.a, acc, acc_len)
+
+    def _cover_to(self, n, v, tb):
+        """Value over ``[n.a, tb]`` for ``n.a < tb <= n.b``; leaves ``_last`` at the end."""
+        acc, acc_len = None, 0.0
+        while n.b != tb:
+            m = self._mid(n)
+            if m is None:
+                piece = self._partial(n, v, n.a, tb)
+                self._last = n
+                return self._combine(acc, acc_len, piece, tb - n.a)
+            left, vl, right, vr = self._split(n, m, v)
+            if tb <= m:
+                n, v = left, vl
+            else:
+                acc = self._combine(acc, acc_len, vl, left.b - left.a)
+                acc_len += left.b - left.a
+                n, v = right, vr
+        self._last = n
+        return self._combine(acc, acc_len, v, n.b - n.a)
+
+
+def _cell_count(t0, t1, dt):
+    """Number of cells ``[t0 + k*dt, t0 + (k+1)*dt]`` covering ``[t0, t1]`` (None if absurd)."""
+    ncells = max(1, math.ceil((t1 - t0) / dt))
+    if ncells > 2**48:
+        return None
+    # Every cell must have positive length after rounding: the last boundary before t1
+    # has to lie strictly below t1.
+    while ncells > 1 and t0 + (ncells - 1) * dt >= t1:
+        ncells -= 1
+    return ncells
+
+
+def _as_time(t, name):
+    if isinstance(t, torch.Tensor):
+        if t.numel() != 1:
+            raise ValueError(f"{name} must be a scalar time, got a tensor of shape {tuple(t.shape)}")
+        t = t.item()
+    try:
+        t = float(t)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {t!r}") from None
+    if not math.isfinite(t):
+        raise ValueError(f"{name} must be finite, got {t}")
+    return t

@@ -1,0 +1,75 @@
+"""Matrix-free PETSc Mats whose products come from torch autodiff.
+
+:class:`JacobianShell` is ``a*M + b*J`` (``J = d f/d u`` at a captured point): the RHS
+Jacobian is ``a=0, b=1``; an implicit method's IJacobian of ``F = M u' - f`` is
+``a=shift, b=-1``. :class:`ParamJacobianShell` is ``c * d f/d p`` (``c=1`` for the RHS
+form, ``-1`` for IJacobianP). Each shell computes from the point captured by its own
+PETSc callback and the vector PETSc hands it.
+"""
+from petsc4py import PETSc
+
+from .bridge import vec_view, vec_write
+
+
+class JacobianShell:
+    """Python context of a shell Mat ``a*M + b*J(t, u)``.
+
+    Args:
+        b: coefficient of the Jacobian (+1 RHS form, -1 IFunction form).
+        mass: optional dense/CSR torch matrix ``M`` (identity when None).
+    """
+
+    def __init__(self, b=1.0, mass=None):
+        self.lin = None
+        self.a = 0.0
+        self.b = b
+        self.mass = mass
+
+    def set_point(self, lin, shift=0.0):
+        """Capture the linearization (and, for IJacobian, the shift) of this callback."""
+        self.lin = lin
+        self.a = shift
+
+    def _mass_apply(self, x, transpose=False):
+        if self.mass is None:
+            return x
+        m = self.mass.to(x.dtype)
+        return (m.T if transpose else m) @ x
+
+    def mult(self, mat, X, Y):
+        x = vec_view(X, "r")
+        y = self.b * self.lin.jvp(x)
+        if self.a:
+            y = y + self.a * self._mass_apply(x.to(y.device))
+        vec_write(Y, y)
+
+    def multTranspose(self, mat, X, Y):
+        x = vec_view(X, "r")
+        y = self.b * self.lin.vjp(x) if self.b != 1.0 else self.lin.vjp(x)
+        if self.a:
+            y = y + self.a * self._mass_apply(x.to(y.device), transpose=True)
+        vec_write(Y, y)
+
+
+class ParamJacobianShell:
+    """Python context of the shell Mat ``c * d f/d p`` (only transpose products)."""
+
+    def __init__(self, c=1.0):
+        self.lin = None
+        self.c = c
+
+    def set_point(self, lin):
+        """Capture the linearization of this callback."""
+        self.lin = lin
+
+    def multTranspose(self, mat, X, Y):
+        x = vec_view(X, "r")
+        g = self.lin.param_vjp(x)
+        vec_write(Y, g if self.c == 1.0 else self.c * g)
+
+
+def shell_mat(context, rows, cols, comm):
+    """A Python shell Mat with ``rows`` x ``cols`` (local, global) sizes."""
+    mat = PETSc.Mat().createPython([rows, cols], context=context, comm=comm)
+    mat.setUp()
+    return mat

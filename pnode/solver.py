@@ -1,0 +1,378 @@
+"""ODESolver: one PETSc TS, reused across calls, with a differentiable ``__call__``.
+
+Forward: PETSc integrates the flattened state, stepping exactly onto every output time
+(``TSSetEvaluationTimes`` with ``MATCHSTEP``) and recording the trajectory the adjoint
+needs. Backward: PETSc's discrete adjoint (``TSAdjointSolve``) runs one output interval at
+a time, and the loss gradient at each output time is added to the adjoint state between
+intervals. The gradients are those of the computed discrete solution.
+"""
+import math
+import weakref
+
+import torch
+from petsc4py import PETSc
+
+from . import checkpoint as _ckpt
+from .bridge import PETSC_DTYPE, StateLayout, vec_view, vec_write
+from .dynamics import Dynamics
+from .errors import SolverError
+from .methods import get_method
+from .options import option_defaults, user_value
+from .shells import JacobianShell, ParamJacobianShell, shell_mat
+from .validate import check_options, check_t, check_tolerance
+
+_LIVE = weakref.WeakSet()  # solvers to close at interpreter exit (see close_all)
+
+_STAT_KEYS = ("steps", "rejected_steps", "rhs_evals", "jvp_evals", "vjp_evals",
+              "newton_iterations", "linear_iterations", "adjoint_steps",
+              "recomputed_steps", "checkpoints", "checkpoint_bytes")
+
+
+def _reason_name(reason):
+    for name in dir(PETSc.TS.ConvergedReason):
+        if not name.startswith("_") and getattr(PETSc.TS.ConvergedReason, name) == reason:
+            return name
+    return str(reason)
+
+
+class ODESolver:
+    """A reusable, differentiable ODE solve ``ys = solver(y0, t)``.
+
+    Args:
+        func: ``nn.Module`` or callable ``func(t, y) -> dy/dt`` (same layout as ``y``).
+        method: integrator name (see :mod:`pnode.methods`; default ``dopri5``).
+        rtol, atol: tolerances of adaptive step control (ignored for fixed steps).
+        options: dict; ``step_size`` (fixed steps), ``first_step``, ``max_num_steps``,
+            and for implicit methods ``theta``, ``endpoint``, ``func_explicit``, ``mass``.
+        checkpoint: a :class:`pnode.Checkpoint`, a strategy name, or None (store all).
+        petsc_options: dict of PETSc options (without the dash) used as defaults under
+            this solver's prefix, e.g. ``{"ts_monitor": None}``.
+        prefix: PETSc options prefix (``"enc_"`` reads ``-enc_ts_type``).
+        comm: MPI communicator (default ``COMM_SELF``).
+        adjoint_params: tensors to differentiate with respect to (default: the
+            parameters of ``func`` and ``options["func_explicit"]``).
+
+    After a call, :attr:`stats` holds counters of the last forward (and backward) pass
+    and :attr:`step_times` the accepted step boundaries (user time units).
+    """
+
+    def __init__(self, func, *, method=None, rtol=1e-7, atol=1e-9, options=None,
+                 checkpoint=None, petsc_options=None, prefix=None, comm=None,
+                 adjoint_params=None):
+        if not callable(func):
+            raise TypeError("func must be callable: func(t, y) -> dy/dt")
+        self.func = func
+        self.method = get_method(method)
+        self.rtol = check_tolerance(rtol, "rtol")
+        self.atol = check_tolerance(atol, "atol")
+        self.options = check_options(options, self.method)
+        self.checkpoint = _ckpt.coerce(checkpoint)
+        if petsc_options is not None and not isinstance(petsc_options, dict):
+            raise TypeError("petsc_options must be a dict like {'ts_monitor': None}")
+        self.petsc_options = dict(petsc_options or {})
+        if prefix is not None and not isinstance(prefix, str):
+            raise TypeError("prefix must be a string")
+        self.prefix = prefix
+        self.comm = comm if comm is not None else PETSc.COMM_SELF
+        self._adjoint_params = None if adjoint_params is None else list(adjoint_params)
+        self.stats = dict.fromkeys(_STAT_KEYS, 0)
+        self.step_times = torch.zeros(0, dtype=torch.float64)
+        self._ts = None
+        self._n = None
+        self._run = 0
+        self._exc = None
+        _LIVE.add(self)
+
+    # ------------------------------------------------------------------ public API
+    def __call__(self, y0, t):
+        """Solve from ``y0`` at ``t[0]`` and return the states at every ``t[k]``.
+
+        Args:
+            y0: Tensor of any shape, or tuple of Tensors (float32/float64).
+            t: strictly monotone 1-D tensor (or sequence) of output times.
+
+        Returns:
+            Tensor of shape ``(len(t), *y0.shape)`` (a tuple of such for tuple ``y0``),
+            differentiable with respect to ``y0`` and the parameters.
+        """
+        from .adjoint import solve
+
+        layout = StateLayout.of(y0)
+        times = check_t(t)
+        return solve(self, layout, y0, times)
+
+    @property
+    def params(self):
+        """Tensors that receive gradients (requires_grad ones only)."""
+        if self._adjoint_params is not None:
+            ps = self._adjoint_params
+        else:
+            ps = []
+            for m in (self.func, self.options.get("func_explicit")):
+                if isinstance(m, torch.nn.Module):
+                    ps.extend(m.parameters())
+        seen, out = set(), []
+        for p in ps:
+            if isinstance(p, torch.Tensor) and p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+        return out
+
+    def close(self):
+        """Destroy the PETSc objects now (also done by ``with`` and at exit)."""
+        for name in ("_ts", "_J", "_Jp", "_u", "_f", "_lam", "_mu"):
+            obj = getattr(self, name, None)
+            if obj is not None:
+                obj.destroy()
+            setattr(self, name, None)
+        if getattr(self, "_dyn", None) is not None:
+            self._dyn.forget()
+        self._n = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------------ PETSc setup
+    def _setup(self, layout, params, time_sign):
+        """Create (or reuse) the TS and its Vecs/Mats for this state size."""
+        n, n_p = layout.numel, sum(p.numel() for p in params)
+        self.stats = dict.fromkeys(_STAT_KEYS, 0)
+        self._dyn = Dynamics(self.func, layout, params, time_sign, self.stats,
+                             joint_vjp=not self.method.implicit)
+        if self._ts is not None and self._n == (n, n_p):
+            return
+        self.close()
+        comm = self.comm
+        self._u = PETSc.Vec().createSeq(n, comm=comm) if comm.getSize() == 1 else PETSc.Vec().createMPI((n, PETSc.DECIDE), comm=comm)
+        self._f = self._u.duplicate()
+        self._lam = self._u.duplicate()
+        self._J = shell_mat(JacobianShell(), (n, n), (n, n), comm)
+        self._Jp = None
+        self._mu = None
+        if n_p:
+            self._mu = PETSc.Vec().createSeq(n_p, comm=comm)
+            self._Jp = shell_mat(ParamJacobianShell(), (n, n), (n_p, n_p), comm)
+        ts = PETSc.TS().create(comm=comm)
+        if self.prefix:
+            ts.setOptionsPrefix(self.prefix)
+        ts.setProblemType(PETSc.TS.ProblemType.NONLINEAR)
+        ts.setRHSFunction(self._guard(self._rhs), self._f)
+        ts.setRHSJacobian(self._guard(self._rhs_jacobian), self._J, self._J)
+        if self._Jp is not None:
+            ts.setRHSJacobianP(self._guard(self._rhs_jacobian_p), self._Jp)
+        ts.setPostStep(self._guard(self._post_step))
+        ts.setExactFinalTime(PETSc.TS.ExactFinalTime.MATCHSTEP)
+        self._ts = ts
+        self._n = (n, n_p)
+
+    def _defaults(self, record):
+        """The code-level option defaults of this solver (command line wins)."""
+        m = self.method
+        opts = {"ts_type": m.ts_type}
+        if m.subtype is not None:
+            opts[f"ts_{m.ts_type}_type"] = m.subtype
+        fixed = "step_size" in self.options or not m.adaptive
+        opts["ts_adapt_type"] = "none" if fixed else "basic"
+        if record:
+            opts["ts_trajectory_type"] = "memory"
+            ck = self.checkpoint
+            if ck.strategy == "solution":
+                opts["ts_trajectory_solution_only"] = True
+            elif ck.strategy == "binomial":
+                opts["ts_trajectory_max_cps_ram"] = ck.ram_slots(self._n[0], m.stages)
+        opts.update(self.petsc_options)
+        return opts
+
+    # ------------------------------------------------------------------ callbacks
+    def _guard(self, fn):
+        # An exception inside a PETSc callback comes back as a PETSc error code; keep the
+        # original so the driver re-raises it unchanged.
+        def wrapped(*args):
+            try:
+                return fn(*args)
+            except BaseException as exc:
+                if self._exc is None:
+                    self._exc = exc
+                raise
+        return wrapped
+
+    def _rhs(self, ts, s, U, F):
+        vec_write(F, self._dyn.rhs(s, vec_view(U, "r")))
+
+    def _rhs_jacobian(self, ts, s, U, J, P):
+        J.getPythonContext().set_point(self._dyn.linearize(s, vec_view(U, "r")))
+
+    def _rhs_jacobian_p(self, ts, s, U, Jp):
+        Jp.getPythonContext().set_point(self._dyn.linearize(s, vec_view(U, "r")))
+
+    def _post_step(self, ts):
+        if self._recording:
+            self._times.append(ts.getTime())
+        else:  # the adjoint re-taking a forward step from a checkpoint
+            self.stats["recomputed_steps"] += 1
+
+    def _run_petsc(self, what, fn):
+        """Call a PETSc driver; re-raise a callback's exception unchanged."""
+        self._exc = None
+        try:
+            fn()
+        except PETSc.Error as err:
+            exc, self._exc = self._exc, None
+            if exc is not None:
+                raise exc.with_traceback(exc.__traceback__) from None
+            ts = self._ts
+            raise SolverError(f"PETSc {what} failed at t={self._user_time(ts.getTime()):.6g} after "
+                              f"{ts.getStepNumber()} steps: {err}", reason=str(err),
+                              time=self._user_time(ts.getTime()), steps=ts.getStepNumber()) from None
+
+    def _user_time(self, s):
+        return self._dyn.time_sign * s
+
+    # ------------------------------------------------------------------ forward
+    def _initial_step(self, s, y0):
+        """Hairer-Norsett-Wanner's starting step for adaptive methods."""
+        span = s[-1] - s[0]
+        dyn = self._dyn
+        f0 = dyn.rhs(s[0], y0)
+        scale = self.atol + self.rtol * y0.abs()
+        d0 = torch.linalg.vector_norm(y0 / scale) / math.sqrt(y0.numel())
+        d1 = torch.linalg.vector_norm(f0 / scale) / math.sqrt(y0.numel())
+        h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else float(0.01 * d0 / d1)
+        h0 = min(h0, span)
+        f1 = dyn.rhs(s[0] + h0, y0 + h0 * f0)
+        d2 = float(torch.linalg.vector_norm((f1 - f0) / scale) / math.sqrt(y0.numel()) / h0)
+        if d2 <= 1e-15 and float(d1) <= 1e-15:
+            h1 = max(1e-6, h0 * 1e-3)
+        else:
+            h1 = (0.01 / max(float(d1), d2)) ** (1.0 / (self.method.order + 1))
+        return min(100 * h0, h1, span)
+
+    def forward(self, layout, y0_flat, times, record):
+        """Integrate; return the (len(t), n) float64 outputs. ``record`` keeps a trajectory."""
+        sign = 1.0 if len(times) < 2 or times[-1] > times[0] else -1.0
+        s = [sign * x for x in times]
+        params = self.params
+        self._setup(layout, params, sign)
+        ts, u = self._ts, self._u
+        y0 = y0_flat.detach().to(PETSC_DTYPE)
+        vec_write(u, y0)
+        self._run += 1
+        self._record = record
+        self._times = [s[0]]
+        self._s = s
+        if len(s) == 1:
+            return y0.reshape(1, -1).clone()
+        with option_defaults(self.prefix, self._defaults(record)):
+            ts.removeTrajectory()
+            if record:
+                ts.setSaveTrajectory()
+            ts.setFromOptions()
+        ts.setTime(s[0])
+        ts.setStepNumber(0)
+        ts.setMaxTime(s[-1])
+        ts.setMaxSteps(int(self.options.get("max_num_steps", 2**31 - 1)))
+        ts.setTolerances(rtol=self.rtol, atol=self.atol)
+        ts.setEvaluationTimes(s)
+        ts.setTimeStep(self._first_dt(s, y0))
+        self._recording = True
+        try:
+            self._run_petsc("forward solve", lambda: ts.solve(u))
+        finally:
+            self._recording = False
+        self._dyn.forget()
+        reason = ts.getConvergedReason()
+        st = self.stats
+        st["steps"] = ts.getStepNumber()
+        st["rejected_steps"] = ts.getStepRejections()
+        st["newton_iterations"] = ts.getSNESIterations()
+        st["linear_iterations"] = ts.getKSPIterations()
+        self.step_times = torch.tensor([sign * x for x in self._times], dtype=torch.float64)
+        if reason < 0:
+            raise SolverError(
+                f"PETSc forward solve failed ({_reason_name(reason)}) at t={sign * ts.getTime():.6g} "
+                f"after {ts.getStepNumber()} steps", reason=_reason_name(reason),
+                time=sign * ts.getTime(), steps=ts.getStepNumber())
+        _, sols = ts.getEvaluationSolutions()
+        if len(sols) != len(s):
+            raise SolverError(f"PETSc reached {len(sols)} of the {len(s)} output times",
+                              reason="MISSED_OUTPUT_TIMES", time=sign * ts.getTime(),
+                              steps=ts.getStepNumber())
+        ys = torch.stack([vec_view(v, "r").clone() for v in sols])
+        if not torch.isfinite(ys).all():
+            raise SolverError(f"the solution is not finite (NaN/Inf) by t={times[-1]:.6g}",
+                              reason="NAN", time=sign * ts.getTime(), steps=ts.getStepNumber())
+        step_of = {x: k for k, x in enumerate(self._times)}
+        self._segments = [step_of[x] for x in s]
+        if record:
+            self._account_checkpoints(layout.numel)
+        return ys
+
+    def _first_dt(self, s, y0):
+        if "step_size" in self.options:
+            return float(self.options["step_size"])
+        cli = user_value(self.prefix, "ts_dt")
+        if cli is not None:
+            return float(cli)
+        if "first_step" in self.options:
+            return float(self.options["first_step"])
+        if not self.method.adaptive:
+            return s[-1] - s[0]  # one step per output interval, as torchdiffeq does
+        return self._initial_step(s, y0)
+
+    def _account_checkpoints(self, n):
+        st, ck = self.stats, self.checkpoint
+        steps, stages = st["steps"], self.method.stages
+        if ck.strategy == "all":
+            held, per = steps + 1, (stages + 1)
+        elif ck.strategy == "solution":
+            held, per = steps + 1, 1
+        else:
+            held, per = min(steps + 1, ck.ram_slots(n, stages)), (stages + 1)
+        st["checkpoints"] = held
+        st["checkpoint_bytes"] = held * per * n * 8
+
+    # ------------------------------------------------------------------ backward
+    def backward(self, grad_ys):
+        """Adjoint of the last forward solve.
+
+        Args:
+            grad_ys: (len(t), n) float64 gradient of the loss w.r.t. each output.
+
+        Returns:
+            (grad_y0, grad_params): flat float64 tensors.
+        """
+        ts, lam, mu = self._ts, self._lam, self._mu
+        g = grad_ys.detach().to(PETSC_DTYPE)
+        if len(self._s) == 1:
+            return g[0].clone(), torch.zeros(0 if mu is None else mu.getSize(), dtype=PETSC_DTYPE)
+        vec_write(lam, g[-1])
+        if mu is not None:
+            mu.zeroEntries()
+        ts.setCostGradients([lam], [mu] if mu is not None else None)
+        adj = 0
+        for k in range(len(self._s) - 1, 0, -1):
+            steps = self._segments[k] - self._segments[k - 1]
+            ts.adjointSetSteps(steps)
+            self._run_petsc("adjoint solve", ts.adjointSolve)
+            adj += steps
+            if g[k - 1].any():
+                view = vec_view(lam, "rw")
+                view += g[k - 1].to(view.device)
+                lam.stateIncrease()
+        self._dyn.forget()
+        st = self.stats
+        st["adjoint_steps"] = adj
+        st["newton_iterations"] += ts.getSNESIterations()
+        st["linear_iterations"] += ts.getKSPIterations()
+        grad_y0 = vec_view(lam, "r").clone()
+        grad_p = vec_view(mu, "r").clone() if mu is not None else torch.zeros(0, dtype=PETSC_DTYPE)
+        return grad_y0, grad_p
+
+
+def close_all():
+    """Close every live solver (registered with atexit by pnode)."""
+    for solver in list(_LIVE):
+        solver.close()

@@ -1,0 +1,90 @@
+"""Independent references for gradient tests: plain-torch integrators, no PETSc.
+
+The Butcher tableaus are read from PETSc itself (``TSRKGetTableau`` through ctypes), so
+the tests check pnode's bridge and adjoint against autograd through a separate, plain
+implementation of the very same scheme.
+"""
+import ctypes
+import os
+
+import torch
+from petsc4py import PETSc
+
+
+def _libpetsc():
+    import glob
+
+    import petsc4py
+    conf = petsc4py.get_config()
+    for sub in (os.path.join(conf["PETSC_DIR"], conf.get("PETSC_ARCH", ""), "lib"),
+                os.path.join(conf["PETSC_DIR"], "lib")):
+        # the real library, not the wheel's small libpetsc.so stand-in
+        for path in sorted(glob.glob(os.path.join(sub, "libpetsc.so*")), key=os.path.getsize, reverse=True):
+            return ctypes.CDLL(path)
+    raise RuntimeError("libpetsc not found")
+
+
+def rk_tableau(rk_type):
+    """(A, b, c) of PETSc's RK tableau ``rk_type`` as float64 tensors."""
+    lib = _libpetsc()
+    ts = PETSc.TS().create(comm=PETSc.COMM_SELF)
+    try:
+        ts.setType("rk")
+        ts.setRKType(rk_type)
+        s = ctypes.c_int()
+        A, b, c = (ctypes.POINTER(ctypes.c_double)() for _ in range(3))
+        err = lib.TSRKGetTableau(ctypes.c_void_p(ts.handle), ctypes.byref(s), ctypes.byref(A),
+                                 ctypes.byref(b), ctypes.byref(c), None, None, None, None)
+        assert err == 0
+        n = s.value
+        At = torch.tensor([A[i] for i in range(n * n)], dtype=torch.float64).reshape(n, n)
+        bt = torch.tensor([b[i] for i in range(n)], dtype=torch.float64)
+        ct = torch.tensor([c[i] for i in range(n)], dtype=torch.float64)
+        return At, bt, ct
+    finally:
+        ts.destroy()
+
+
+def rk_solve(func, y0, step_times, out_times, tableau):
+    """Explicit RK through the given step boundaries; returns states at ``out_times``.
+
+    ``y0`` may be a tuple (then ``func`` takes and returns tuples).
+    """
+    A, b, c = tableau
+    is_tuple = isinstance(y0, tuple)
+    y = y0 if is_tuple else (y0,)
+
+    def f(t, state):
+        out = func(t, state if is_tuple else state[0])
+        return out if is_tuple else (out,)
+
+    def axpy(state, coeffs, ks, h):
+        res = []
+        for m in range(len(state)):
+            acc = state[m]
+            for a, k in zip(coeffs, ks):
+                if a != 0:
+                    acc = acc + h * float(a) * k[m]
+            res.append(acc)
+        return tuple(res)
+
+    st = [float(x) for x in step_times]
+    outs = {float(x) for x in out_times}
+    result = [y] if st[0] in outs else []
+    for t0, t1 in zip(st[:-1], st[1:]):
+        h = t1 - t0
+        ks = []
+        for i in range(len(b)):
+            yi = axpy(y, A[i, :i].tolist(), ks, h)
+            ks.append(f(torch.tensor(t0 + float(c[i]) * h, dtype=y[0].dtype), yi))
+        y = axpy(y, b.tolist(), ks, h)
+        if t1 in outs:
+            result.append(y)
+    assert len(result) == len(out_times), (len(result), len(out_times))
+    stacked = tuple(torch.stack([r[m] for r in result]) for m in range(len(y)))
+    return stacked if is_tuple else stacked[0]
+
+
+def rel_err(a, b):
+    """max |a-b| / max |b| (scalar float)."""
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
