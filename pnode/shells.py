@@ -4,7 +4,9 @@
 Jacobian is ``a=0, b=1``; an implicit method's IJacobian of ``F = M u' - f`` is
 ``a=shift, b=-1``. :class:`ParamJacobianShell` is ``c * d f/d p`` (``c=1`` for the RHS
 form, ``-1`` for IJacobianP). Each shell computes from the point captured by its own
-PETSc callback and the vector PETSc hands it.
+PETSc callback and the vector PETSc hands it. Exceptions raised inside the products
+(the user's ``func`` failing in the backward pass, say) are kept by the solver's
+:class:`~pnode.errors.CallbackTrap` and re-raised unchanged.
 """
 from petsc4py import PETSc
 
@@ -19,8 +21,10 @@ class JacobianShell:
         mass: optional dense/CSR torch matrix ``M`` (identity when None).
     """
 
-    def __init__(self, b=1.0, mass=None):
+    def __init__(self, trap, b=1.0, mass=None):
         self.lin = None
+        self.mult = trap.wrap(self.mult)
+        self.multTranspose = trap.wrap(self.multTranspose)
         self.a = 0.0
         self.b = b
         self.mass = mass
@@ -54,8 +58,9 @@ class JacobianShell:
 class ParamJacobianShell:
     """Python context of the shell Mat ``c * d f/d p`` (only transpose products)."""
 
-    def __init__(self, c=1.0):
+    def __init__(self, trap, c=1.0):
         self.lin = None
+        self.multTranspose = trap.wrap(self.multTranspose)
         self.c = c
 
     def set_point(self, lin):

@@ -15,7 +15,7 @@ from petsc4py import PETSc
 from . import checkpoint as _ckpt
 from .bridge import PETSC_DTYPE, StateLayout, vec_view, vec_write
 from .dynamics import Dynamics
-from .errors import SolverError
+from .errors import CallbackTrap, SolverError, petsc_message
 from .methods import get_method
 from .options import option_defaults, user_value
 from .shells import JacobianShell, ParamJacobianShell, shell_mat
@@ -80,7 +80,8 @@ class ODESolver:
         self._ts = None
         self._n = None
         self._run = 0
-        self._exc = None
+        self._recording = False
+        self._trap = CallbackTrap()
         _LIVE.add(self)
 
     # ------------------------------------------------------------------ public API
@@ -149,21 +150,22 @@ class ODESolver:
         self._u = PETSc.Vec().createSeq(n, comm=comm) if comm.getSize() == 1 else PETSc.Vec().createMPI((n, PETSc.DECIDE), comm=comm)
         self._f = self._u.duplicate()
         self._lam = self._u.duplicate()
-        self._J = shell_mat(JacobianShell(), (n, n), (n, n), comm)
+        self._J = shell_mat(JacobianShell(self._trap), (n, n), (n, n), comm)
         self._Jp = None
         self._mu = None
         if n_p:
             self._mu = PETSc.Vec().createSeq(n_p, comm=comm)
-            self._Jp = shell_mat(ParamJacobianShell(), (n, n), (n_p, n_p), comm)
+            self._Jp = shell_mat(ParamJacobianShell(self._trap), (n, n), (n_p, n_p), comm)
         ts = PETSc.TS().create(comm=comm)
         if self.prefix:
             ts.setOptionsPrefix(self.prefix)
         ts.setProblemType(PETSc.TS.ProblemType.NONLINEAR)
-        ts.setRHSFunction(self._guard(self._rhs), self._f)
-        ts.setRHSJacobian(self._guard(self._rhs_jacobian), self._J, self._J)
+        wrap = self._trap.wrap
+        ts.setRHSFunction(wrap(self._rhs), self._f)
+        ts.setRHSJacobian(wrap(self._rhs_jacobian), self._J, self._J)
         if self._Jp is not None:
-            ts.setRHSJacobianP(self._guard(self._rhs_jacobian_p), self._Jp)
-        ts.setPostStep(self._guard(self._post_step))
+            ts.setRHSJacobianP(wrap(self._rhs_jacobian_p), self._Jp)
+        ts.setPostStep(wrap(self._post_step))
         ts.setExactFinalTime(PETSc.TS.ExactFinalTime.MATCHSTEP)
         self._ts = ts
         self._n = (n, n_p)
@@ -187,18 +189,6 @@ class ODESolver:
         return opts
 
     # ------------------------------------------------------------------ callbacks
-    def _guard(self, fn):
-        # An exception inside a PETSc callback comes back as a PETSc error code; keep the
-        # original so the driver re-raises it unchanged.
-        def wrapped(*args):
-            try:
-                return fn(*args)
-            except BaseException as exc:
-                if self._exc is None:
-                    self._exc = exc
-                raise
-        return wrapped
-
     def _rhs(self, ts, s, U, F):
         vec_write(F, self._dyn.rhs(s, vec_view(U, "r")))
 
@@ -216,17 +206,19 @@ class ODESolver:
 
     def _run_petsc(self, what, fn):
         """Call a PETSc driver; re-raise a callback's exception unchanged."""
-        self._exc = None
+        self._trap.pop()
         try:
             fn()
         except PETSc.Error as err:
-            exc, self._exc = self._exc, None
+            exc = self._trap.pop()
             if exc is not None:
                 raise exc.with_traceback(exc.__traceback__) from None
             ts = self._ts
-            raise SolverError(f"PETSc {what} failed at t={self._user_time(ts.getTime()):.6g} after "
-                              f"{ts.getStepNumber()} steps: {err}", reason=str(err),
-                              time=self._user_time(ts.getTime()), steps=ts.getStepNumber()) from None
+            code = getattr(err, "ierr", None)
+            reason = "NAN" if code == 72 else f"PETSC_ERROR_{code}"
+            time, steps = self._user_time(ts.getTime()), ts.getStepNumber()
+            raise SolverError(f"PETSc {what} failed at t={time:.6g} after {steps} steps: "
+                              f"{petsc_message(err)}", reason=reason, time=time, steps=steps) from None
 
     def _user_time(self, s):
         return self._dyn.time_sign * s
@@ -270,13 +262,14 @@ class ODESolver:
             if record:
                 ts.setSaveTrajectory()
             ts.setFromOptions()
+            dt_option = user_value(self.prefix, "ts_time_step") or user_value(self.prefix, "ts_dt")
         ts.setTime(s[0])
         ts.setStepNumber(0)
         ts.setMaxTime(s[-1])
         ts.setMaxSteps(int(self.options.get("max_num_steps", 2**31 - 1)))
         ts.setTolerances(rtol=self.rtol, atol=self.atol)
         ts.setEvaluationTimes(s)
-        ts.setTimeStep(self._first_dt(s, y0))
+        ts.setTimeStep(self._first_dt(s, y0, dt_option))
         self._recording = True
         try:
             self._run_petsc("forward solve", lambda: ts.solve(u))
@@ -297,9 +290,12 @@ class ODESolver:
                 time=sign * ts.getTime(), steps=ts.getStepNumber())
         _, sols = ts.getEvaluationSolutions()
         if len(sols) != len(s):
-            raise SolverError(f"PETSc reached {len(sols)} of the {len(s)} output times",
-                              reason="MISSED_OUTPUT_TIMES", time=sign * ts.getTime(),
-                              steps=ts.getStepNumber())
+            limit = self.options.get("max_num_steps")
+            why = (f"max_num_steps={limit} reached" if limit and ts.getStepNumber() >= limit
+                   else f"{len(sols)} of {len(s)} output times reached")
+            raise SolverError(f"PETSc forward solve stopped at t={sign * ts.getTime():.6g} before "
+                              f"t[-1]={times[-1]:.6g}: {why}", reason="MAX_STEPS" if limit else "INCOMPLETE",
+                              time=sign * ts.getTime(), steps=ts.getStepNumber())
         ys = torch.stack([vec_view(v, "r").clone() for v in sols])
         if not torch.isfinite(ys).all():
             raise SolverError(f"the solution is not finite (NaN/Inf) by t={times[-1]:.6g}",
@@ -310,12 +306,12 @@ class ODESolver:
             self._account_checkpoints(layout.numel)
         return ys
 
-    def _first_dt(self, s, y0):
+    def _first_dt(self, s, y0, dt_option):
+        # -ts_time_step (command line or petsc_options) wins over the code's settings
+        if dt_option is not None:
+            return float(dt_option)
         if "step_size" in self.options:
             return float(self.options["step_size"])
-        cli = user_value(self.prefix, "ts_dt")
-        if cli is not None:
-            return float(cli)
         if "first_step" in self.options:
             return float(self.options["first_step"])
         if not self.method.adaptive:
