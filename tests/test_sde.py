@@ -370,11 +370,12 @@ def test_gbm_strong_convergence(method):
         ys = pnode.sdeint(sde, y0, [0.0, 1.0], bm=bm, method=method, dt=2.0**-k)
         errs.append((ys[-1] - exact).abs().mean().item())
     order = math.log(errs[0] / errs[-1]) / math.log(2.0**4)
-    # Strong order 0.5 (Euler–Maruyama, reversible Heun), 1.0 for Euler–Heun and midpoint
-    # on scalar (commutative) noise.
+    # Strong order 0.5 for Euler–Maruyama; Euler–Heun and midpoint have order 1.0 on
+    # scalar (commutative) noise. Reversible Heun is guaranteed order 0.5 in general
+    # (it measures ~1.0 here).
     expected = {"euler": 0.5, "reversible_heun": 0.5, "euler_heun": 1.0, "midpoint": 1.0}[method]
     assert order > expected - 0.2, (errs, order)
-    assert errs[-1] < {"euler": 0.1, "reversible_heun": 0.1}.get(method, 0.01), errs
+    assert errs[-1] < (0.06 if method == "euler" else 0.01), errs
 
 
 # ====================================================================== adjoint
