@@ -47,8 +47,31 @@ _METHODS = [
     Method("verner8", "rk", "8vr", 8, 13, True, reference="Verner 8(7)"),
 ]
 
-METHODS = {m.name: m for m in _METHODS}
-ALIASES = {}
+_IMPLICIT = [
+    Method("implicit_euler", "beuler", None, 1, 1, False, implicit=True, reference="backward Euler"),
+    Method("crank_nicolson", "cn", None, 2, 2, False, implicit=True,
+           reference="Crank-Nicolson (trapezoid; theta=0.5, endpoint)"),
+    Method("theta", "theta", None, 2, 1, False, implicit=True,
+           reference="theta method (options theta, endpoint; default 0.5 midpoint form)"),
+    Method("kencarp3", "arkimex", "3", 3, 4, True, implicit=True,
+           reference="Kennedy-Carpenter ARK3(2)4L[2]SA, IMEX"),
+    Method("kencarp4", "arkimex", "4", 4, 6, True, implicit=True,
+           reference="Kennedy-Carpenter ARK4(3)6L[2]SA, IMEX"),
+    Method("kencarp5", "arkimex", "5", 5, 8, True, implicit=True,
+           reference="Kennedy-Carpenter ARK5(4)8L[2]SA, IMEX"),
+    Method("arkimex", "arkimex", None, 3, 4, True, implicit=True,
+           reference="any PETSc ARKIMEX tableau (-ts_arkimex_type; default 3)"),
+    # forward-only: PETSc has no TSAdjointStep for these
+    Method("bdf", "bdf", None, 2, 1, True, adjoint=False, implicit=True,
+           reference="BDF (order via -ts_bdf_order); no adjoint"),
+    Method("rosw", "rosw", None, 3, 4, True, adjoint=False, implicit=True,
+           reference="Rosenbrock-W; no adjoint"),
+]
+
+METHODS = {m.name: m for m in _METHODS + _IMPLICIT}
+ALIASES = {"trapezoid": "crank_nicolson"}
+# TS types with a discrete adjoint (TSAdjointStep) in PETSc >= 3.23
+ADJOINT_TYPES = {"rk", "theta", "beuler", "cn", "arkimex"}
 DEFAULT_METHOD = "dopri5"
 
 

@@ -8,6 +8,7 @@ PETSc callback and the vector PETSc hands it. Exceptions raised inside the produ
 (the user's ``func`` failing in the backward pass, say) are kept by the solver's
 :class:`~pnode.errors.CallbackTrap` and re-raised unchanged.
 """
+import torch
 from petsc4py import PETSc
 
 from .bridge import vec_view, vec_write
@@ -17,8 +18,9 @@ class JacobianShell:
     """Python context of a shell Mat ``a*M + b*J(t, u)``.
 
     Args:
+        trap: the solver's :class:`~pnode.errors.CallbackTrap`.
         b: coefficient of the Jacobian (+1 RHS form, -1 IFunction form).
-        mass: optional dense/CSR torch matrix ``M`` (identity when None).
+        mass: optional :class:`~pnode.wiring.MassMatrix` (identity when None).
     """
 
     def __init__(self, trap, b=1.0, mass=None):
@@ -30,29 +32,30 @@ class JacobianShell:
         self.mass = mass
 
     def set_point(self, lin, shift=0.0):
-        """Capture the linearization (and, for IJacobian, the shift) of this callback."""
+        """Capture the linearization (None: zero) and, for IJacobian, the shift."""
         self.lin = lin
         self.a = shift
 
     def _mass_apply(self, x, transpose=False):
-        if self.mass is None:
-            return x
-        m = self.mass.to(x.dtype)
-        return (m.T if transpose else m) @ x
+        return x if self.mass is None else self.mass.apply(x, transpose)
+
+    def _apply(self, X, Y, transpose):
+        x = vec_view(X, "r")
+        if self.lin is None:  # the zero operator
+            y = torch.zeros_like(x)
+        else:
+            y = self.lin.vjp(x) if transpose else self.lin.jvp(x)
+            if self.b != 1.0:
+                y = self.b * y
+        if self.a:
+            y = y + self.a * self._mass_apply(x.to(y.device), transpose)
+        vec_write(Y, y)
 
     def mult(self, mat, X, Y):
-        x = vec_view(X, "r")
-        y = self.b * self.lin.jvp(x)
-        if self.a:
-            y = y + self.a * self._mass_apply(x.to(y.device))
-        vec_write(Y, y)
+        self._apply(X, Y, False)
 
     def multTranspose(self, mat, X, Y):
-        x = vec_view(X, "r")
-        y = self.b * self.lin.vjp(x) if self.b != 1.0 else self.lin.vjp(x)
-        if self.a:
-            y = y + self.a * self._mass_apply(x.to(y.device), transpose=True)
-        vec_write(Y, y)
+        self._apply(X, Y, True)
 
 
 class ParamJacobianShell:
@@ -64,12 +67,14 @@ class ParamJacobianShell:
         self.c = c
 
     def set_point(self, lin):
-        """Capture the linearization of this callback."""
+        """Capture the linearization of this callback (None: zero)."""
         self.lin = lin
 
     def multTranspose(self, mat, X, Y):
-        x = vec_view(X, "r")
-        g = self.lin.param_vjp(x)
+        if self.lin is None:  # the zero operator
+            Y.zeroEntries()
+            return
+        g = self.lin.param_vjp(vec_view(X, "r"))
         vec_write(Y, g if self.c == 1.0 else self.c * g)
 
 

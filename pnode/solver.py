@@ -16,10 +16,10 @@ from . import checkpoint as _ckpt
 from .bridge import PETSC_DTYPE, StateLayout, vec_view, vec_write
 from .dynamics import Dynamics
 from .errors import CallbackTrap, SolverError, petsc_message
-from .methods import get_method
+from .methods import ADJOINT_TYPES, METHODS, get_method
 from .options import option_defaults, user_value
-from .shells import JacobianShell, ParamJacobianShell, shell_mat
 from .validate import check_options, check_t, check_tolerance
+from .wiring import MassMatrix, Wiring, form_of
 
 _LIVE = weakref.WeakSet()  # solvers to close at interpreter exit (see close_all)
 
@@ -78,7 +78,8 @@ class ODESolver:
         self.stats = dict.fromkeys(_STAT_KEYS, 0)
         self.step_times = torch.zeros(0, dtype=torch.float64)
         self._ts = None
-        self._n = None
+        self._wiring = None
+        self._config = None
         self._run = 0
         self._recording = False
         self._trap = CallbackTrap()
@@ -121,14 +122,16 @@ class ODESolver:
 
     def close(self):
         """Destroy the PETSc objects now (also done by ``with`` and at exit)."""
-        for name in ("_ts", "_J", "_Jp", "_u", "_f", "_lam", "_mu"):
+        if getattr(self, "_wiring", None) is not None:
+            self._wiring.forget()
+            self._wiring.destroy()
+            self._wiring = None
+        for name in ("_ts", "_u", "_lam", "_mu"):
             obj = getattr(self, name, None)
             if obj is not None:
                 obj.destroy()
             setattr(self, name, None)
-        if getattr(self, "_dyn", None) is not None:
-            self._dyn.forget()
-        self._n = None
+        self._config = None
 
     def __enter__(self):
         return self
@@ -137,38 +140,52 @@ class ODESolver:
         self.close()
 
     # ------------------------------------------------------------------ PETSc setup
+    def _effective_type(self):
+        """The TS type that will run: command line, then petsc_options, then the method."""
+        return (user_value(self.prefix, "ts_type") or self.petsc_options.get("ts_type")
+                or self.method.ts_type)
+
     def _setup(self, layout, params, time_sign):
-        """Create (or reuse) the TS and its Vecs/Mats for this state size."""
+        """Create (or reuse) the TS and its wiring for this state size and TS type."""
         n, n_p = layout.numel, sum(p.numel() for p in params)
+        ts_type = self._effective_type()
+        form = form_of(ts_type)
+        opts = self.options
+        if form == "imex" and "mass" in opts:
+            raise ValueError("options['mass'] is not supported with ARKIMEX methods: PETSc's ARKIMEX "
+                             "adjoint needs the identity mass; use implicit_euler, crank_nicolson or theta")
+        if form != "imex" and opts.get("func_explicit") is not None:
+            raise ValueError("options['func_explicit'] needs an IMEX method (kencarp3/4/5, arkimex), "
+                             f"not TS type {ts_type!r}")
         self.stats = dict.fromkeys(_STAT_KEYS, 0)
         self._dyn = Dynamics(self.func, layout, params, time_sign, self.stats,
-                             joint_vjp=not self.method.implicit)
-        if self._ts is not None and self._n == (n, n_p):
+                             joint_vjp=(form == "rhs"), name="func")
+        dyn_ex = None
+        if opts.get("func_explicit") is not None:
+            dyn_ex = Dynamics(opts["func_explicit"], layout, params, time_sign, self.stats,
+                              joint_vjp=False, name="options['func_explicit']")
+        config = (n, n_p, form)
+        if self._ts is not None and self._config == config:
+            self._wiring.rebind(self._dyn, dyn_ex)
             return
         self.close()
         comm = self.comm
-        self._u = PETSc.Vec().createSeq(n, comm=comm) if comm.getSize() == 1 else PETSc.Vec().createMPI((n, PETSc.DECIDE), comm=comm)
-        self._f = self._u.duplicate()
+        self._u = PETSc.Vec().createSeq(n, comm=comm) if comm.getSize() == 1 else \
+            PETSc.Vec().createMPI((n, PETSc.DECIDE), comm=comm)
         self._lam = self._u.duplicate()
-        self._J = shell_mat(JacobianShell(self._trap), (n, n), (n, n), comm)
-        self._Jp = None
-        self._mu = None
-        if n_p:
-            self._mu = PETSc.Vec().createSeq(n_p, comm=comm)
-            self._Jp = shell_mat(ParamJacobianShell(self._trap), (n, n), (n_p, n_p), comm)
+        self._mu = PETSc.Vec().createSeq(n_p, comm=comm) if n_p else None
         ts = PETSc.TS().create(comm=comm)
         if self.prefix:
             ts.setOptionsPrefix(self.prefix)
         ts.setProblemType(PETSc.TS.ProblemType.NONLINEAR)
-        wrap = self._trap.wrap
-        ts.setRHSFunction(wrap(self._rhs), self._f)
-        ts.setRHSJacobian(wrap(self._rhs_jacobian), self._J, self._J)
-        if self._Jp is not None:
-            ts.setRHSJacobianP(wrap(self._rhs_jacobian_p), self._Jp)
-        ts.setPostStep(wrap(self._post_step))
+        mass = MassMatrix(opts["mass"], layout) if "mass" in opts else None
+        self._wiring = Wiring(ts, form, n, n_p, comm, self._dyn, dyn_ex, self._trap, mass=mass,
+                              dense=opts.get("jacobian") == "dense",
+                              preconditioner=opts.get("preconditioner"))
+        ts.setPostStep(self._trap.wrap(self._post_step))
         ts.setExactFinalTime(PETSc.TS.ExactFinalTime.MATCHSTEP)
         self._ts = ts
-        self._n = (n, n_p)
+        self._config = config
 
     def _defaults(self, record):
         """The code-level option defaults of this solver (command line wins)."""
@@ -176,28 +193,39 @@ class ODESolver:
         opts = {"ts_type": m.ts_type}
         if m.subtype is not None:
             opts[f"ts_{m.ts_type}_type"] = m.subtype
+        if m.ts_type == "theta":
+            opts["ts_theta_theta"] = self.options.get("theta", 0.5)
+            opts["ts_theta_endpoint"] = bool(self.options.get("endpoint", False))
         fixed = "step_size" in self.options or not m.adaptive
         opts["ts_adapt_type"] = "none" if fixed else "basic"
+        if m.implicit:
+            # Tight nonlinear and linear solves: the adjoint is exact for the solution the
+            # Newton iteration returns, so let that be the discrete solution to round-off.
+            opts.update(snes_rtol=1e-10, snes_atol=1e-12, snes_stol=1e-14, ksp_rtol=1e-12,
+                        ksp_atol=1e-14, snes_max_it=50)
+            if self.options.get("jacobian") == "dense":
+                opts.update(ksp_type="preonly", pc_type="lu")
+            else:
+                opts.update(ksp_type="gmres", pc_type="none", ksp_gmres_restart=100)
         if record:
             opts["ts_trajectory_type"] = "memory"
             ck = self.checkpoint
             if ck.strategy == "solution":
                 opts["ts_trajectory_solution_only"] = True
             elif ck.strategy == "binomial":
-                opts["ts_trajectory_max_cps_ram"] = ck.ram_slots(self._n[0], m.stages)
+                opts["ts_trajectory_max_cps_ram"] = ck.ram_slots(self._config[0], m.stages)
         opts.update(self.petsc_options)
         return opts
 
+    def _check_adjoint(self, ts, record):
+        """Refuse gradient solves with a TS type that has no discrete adjoint."""
+        if record and ts.getType() not in ADJOINT_TYPES:
+            raise ValueError(
+                f"TS type {ts.getType()!r} has no discrete adjoint in PETSc, so no gradients: use one of "
+                f"{', '.join(sorted(m.name for m in METHODS.values() if m.adjoint))}, or call under "
+                f"torch.no_grad() for a forward-only solve")
+
     # ------------------------------------------------------------------ callbacks
-    def _rhs(self, ts, s, U, F):
-        vec_write(F, self._dyn.rhs(s, vec_view(U, "r")))
-
-    def _rhs_jacobian(self, ts, s, U, J, P):
-        J.getPythonContext().set_point(self._dyn.linearize(s, vec_view(U, "r")))
-
-    def _rhs_jacobian_p(self, ts, s, U, Jp):
-        Jp.getPythonContext().set_point(self._dyn.linearize(s, vec_view(U, "r")))
-
     def _post_step(self, ts):
         if self._recording:
             self._times.append(ts.getTime())
@@ -262,6 +290,8 @@ class ODESolver:
             if record:
                 ts.setSaveTrajectory()
             ts.setFromOptions()
+            self._check_adjoint(ts, record)
+            self._wiring.configure_pc(ts)
             dt_option = user_value(self.prefix, "ts_time_step") or user_value(self.prefix, "ts_dt")
         ts.setTime(s[0])
         ts.setStepNumber(0)
@@ -275,7 +305,7 @@ class ODESolver:
             self._run_petsc("forward solve", lambda: ts.solve(u))
         finally:
             self._recording = False
-        self._dyn.forget()
+        self._wiring.forget()
         reason = ts.getConvergedReason()
         st = self.stats
         st["steps"] = ts.getStepNumber()
@@ -358,7 +388,7 @@ class ODESolver:
                 view = vec_view(lam, "rw")
                 view += g[k - 1].to(view.device)
                 lam.stateIncrease()
-        self._dyn.forget()
+        self._wiring.forget()
         st = self.stats
         st["adjoint_steps"] = adj
         st["newton_iterations"] += ts.getSNESIterations()
