@@ -7,6 +7,9 @@ a time, and the loss gradient at each output time is added to the adjoint state 
 intervals. The gradients are those of the computed discrete solution.
 """
 import math
+import os
+import shutil
+import tempfile
 import weakref
 
 import torch
@@ -17,6 +20,7 @@ from .bridge import PETSC_DTYPE, StateLayout, vec_view, vec_write
 from .dynamics import Dynamics
 from .errors import CallbackTrap, SolverError, petsc_message
 from .methods import ADJOINT_TYPES, METHODS, get_method
+from .replay import OnlineCheckpoints, Replay, fits_fixed_grid
 from .options import option_defaults, user_value
 from .validate import check_options, check_t, check_tolerance
 from .wiring import MassMatrix, Wiring, form_of
@@ -82,6 +86,9 @@ class ODESolver:
         self._config = None
         self._run = 0
         self._recording = False
+        self._replay = False
+        self._online = None
+        self._disk_dir = None
         self._trap = CallbackTrap()
         _LIVE.add(self)
 
@@ -132,6 +139,8 @@ class ODESolver:
                 obj.destroy()
             setattr(self, name, None)
         self._config = None
+        if getattr(self, "_disk_dir", None) is not None:
+            self._cleanup_disk()
 
     def __enter__(self):
         return self
@@ -187,7 +196,7 @@ class ODESolver:
         self._ts = ts
         self._config = config
 
-    def _defaults(self, record):
+    def _defaults(self):
         """The code-level option defaults of this solver (command line wins)."""
         m = self.method
         opts = {"ts_type": m.ts_type}
@@ -207,15 +216,38 @@ class ODESolver:
                 opts.update(ksp_type="preonly", pc_type="lu")
             else:
                 opts.update(ksp_type="gmres", pc_type="none", ksp_gmres_restart=100)
-        if record:
-            opts["ts_trajectory_type"] = "memory"
-            ck = self.checkpoint
-            if ck.strategy == "solution":
-                opts["ts_trajectory_solution_only"] = True
-            elif ck.strategy == "binomial":
-                opts["ts_trajectory_max_cps_ram"] = ck.ram_slots(self._config[0], m.stages)
-        opts.update(self.petsc_options)
+        opts.update({k: v for k, v in self.petsc_options.items() if not k.startswith("ts_trajectory_")})
         return opts
+
+    def _trajectory_defaults(self):
+        """Trajectory options. PETSc reads them without the solver's prefix (its
+        TSTrajectory has none), so they are set, and overridden, as plain -ts_trajectory_*."""
+        opts = {"ts_trajectory_type": "memory"}
+        ck = self.checkpoint
+        if ck.strategy == "solution":
+            opts["ts_trajectory_solution_only"] = True
+        elif ck.strategy == "binomial":
+            opts["ts_trajectory_max_cps_ram"] = ck.ram_slots(self._config[0], self.method.stages)
+            if ck.max_disk:
+                opts["ts_trajectory_max_cps_disk"] = ck.max_disk
+                opts["ts_trajectory_dirname"] = self._disk_dir
+        opts.update({k: v for k, v in self.petsc_options.items() if k.startswith("ts_trajectory_")})
+        return opts
+
+    def _uses_replay(self, s, dt_option):
+        """Binomial checkpointing that PETSc's revolve cannot bound (adaptive steps, or
+        fixed steps off the output grid) runs through :mod:`pnode.replay`."""
+        if self.checkpoint.strategy != "binomial":
+            return False
+        adapt = user_value(self.prefix, "ts_adapt_type") or self.petsc_options.get("ts_adapt_type")
+        fixed = ("step_size" in self.options or not self.method.adaptive) if adapt is None else adapt == "none"
+        dt = float(dt_option) if dt_option is not None else self.options.get("step_size")
+        if fixed and dt is not None and fits_fixed_grid(s, dt):
+            return False
+        if self.checkpoint.max_disk:
+            raise ValueError("Checkpoint max_disk needs fixed steps (options['step_size']) on which every "
+                             "output time lies; adaptive solves keep their checkpoints in RAM (max_ram)")
+        return True
 
     def _check_adjoint(self, ts, record):
         """Refuse gradient solves with a TS type that has no discrete adjoint."""
@@ -229,6 +261,8 @@ class ODESolver:
     def _post_step(self, ts):
         if self._recording:
             self._times.append(ts.getTime())
+            if self._online is not None:
+                self._online.offer(ts.getStepNumber(), vec_view(ts.getSolution(), "r"))
         else:  # the adjoint re-taking a forward step from a checkpoint
             self.stats["recomputed_steps"] += 1
 
@@ -285,14 +319,28 @@ class ODESolver:
         self._s = s
         if len(s) == 1:
             return y0.reshape(1, -1).clone()
-        with option_defaults(self.prefix, self._defaults(record)):
+        self._cleanup_disk()
+        dt_option = (user_value(self.prefix, "ts_time_step") or user_value(self.prefix, "ts_dt")
+                     or self.petsc_options.get("ts_time_step") or self.petsc_options.get("ts_dt"))
+        self._replay = record and self._uses_replay(s, dt_option)
+        trajectory = record and not self._replay
+        if trajectory and self.checkpoint.max_disk:
+            # PETSc creates the directory it writes to; it lives inside one of ours
+            self._disk_root = tempfile.mkdtemp(prefix="pnode-ckpt-", dir=self.checkpoint.disk_dir)
+            self._disk_dir = os.path.join(self._disk_root, "trajectory")
+        self._online = None
+        if self._replay:
+            self._slots = self.checkpoint.ram_slots(layout.numel, 0)  # states only
+            self._online = OnlineCheckpoints(self._slots)
+            self._online.offer(0, y0)
+        traj = self._trajectory_defaults() if trajectory else {}
+        with option_defaults(self.prefix, self._defaults()), option_defaults(None, traj):
             ts.removeTrajectory()
-            if record:
+            if trajectory:
                 ts.setSaveTrajectory()
             ts.setFromOptions()
             self._check_adjoint(ts, record)
             self._wiring.configure_pc(ts)
-            dt_option = user_value(self.prefix, "ts_time_step") or user_value(self.prefix, "ts_dt")
         ts.setTime(s[0])
         ts.setStepNumber(0)
         ts.setMaxTime(s[-1])
@@ -303,6 +351,9 @@ class ODESolver:
         self._recording = True
         try:
             self._run_petsc("forward solve", lambda: ts.solve(u))
+        except BaseException:
+            self._cleanup_disk()
+            raise
         finally:
             self._recording = False
         self._wiring.forget()
@@ -332,9 +383,15 @@ class ODESolver:
                               reason="NAN", time=sign * ts.getTime(), steps=ts.getStepNumber())
         step_of = {x: k for k, x in enumerate(self._times)}
         self._segments = [step_of[x] for x in s]
-        if record:
+        if trajectory:
             self._account_checkpoints(layout.numel)
         return ys
+
+    def _cleanup_disk(self):
+        """Remove the disk checkpoints of the last solve (they are ours alone)."""
+        if self._disk_dir is not None:
+            shutil.rmtree(self._disk_root, ignore_errors=True)
+            self._disk_dir = self._disk_root = None
 
     def _first_dt(self, s, y0, dt_option):
         # -ts_time_step (command line or petsc_options) wins over the code's settings
@@ -377,17 +434,36 @@ class ODESolver:
         vec_write(lam, g[-1])
         if mu is not None:
             mu.zeroEntries()
-        ts.setCostGradients([lam], [mu] if mu is not None else None)
-        adj = 0
-        for k in range(len(self._s) - 1, 0, -1):
-            steps = self._segments[k] - self._segments[k - 1]
-            ts.adjointSetSteps(steps)
-            self._run_petsc("adjoint solve", ts.adjointSolve)
-            adj += steps
-            if g[k - 1].any():
+
+        def add_forcing(k):  # loss gradient at output time k joins the adjoint state
+            if g[k].any():
                 view = vec_view(lam, "rw")
-                view += g[k - 1].to(view.device)
+                view += g[k].to(view.device)
                 lam.stateIncrease()
+        try:
+            if self._replay:
+                ts.setSaveTrajectory()  # TSAdjointStep needs one attached; it stays empty
+                ts.setCostGradients([lam], [mu] if mu is not None else None)
+                output_at = {step: k for k, step in enumerate(self._segments[:-1])}
+                replay = Replay(ts, self._u, self._times, self._online, self._slots,
+                                lambda n: add_forcing(output_at[n]) if n in output_at else None,
+                                self._run_petsc)
+                peak = replay.backward()
+                self.stats["checkpoints"] = peak
+                self.stats["recomputed_steps"] = replay.recomputed
+                self.stats["checkpoint_bytes"] = peak * self._config[0] * 8
+                adj = len(self._times) - 1
+            else:
+                ts.setCostGradients([lam], [mu] if mu is not None else None)
+                adj = 0
+                for k in range(len(self._s) - 1, 0, -1):
+                    steps = self._segments[k] - self._segments[k - 1]
+                    ts.adjointSetSteps(steps)
+                    self._run_petsc("adjoint solve", ts.adjointSolve)
+                    adj += steps
+                    add_forcing(k - 1)
+        finally:
+            self._cleanup_disk()
         self._wiring.forget()
         st = self.stats
         st["adjoint_steps"] = adj

@@ -32,7 +32,6 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import grid
 from .solvers import (noise_vjp, reversible_heun_init, reversible_heun_step,
                       reversible_heun_unstep_y, reversible_heun_unstep_z)
 
@@ -55,7 +54,7 @@ class _ReversibleHeunAdjoint(torch.autograd.Function):
         ys = y0.new_empty((len(prob.ts), *y0.shape))
         ys[0] = y0
         state = reversible_heun_init(funcs, prob.ts[0], y0)
-        for ta, tb, i in grid.steps(prob.ts, prob.dt):
+        for ta, tb, i in prob.grid.steps():
             state = reversible_heun_step(funcs, ta, tb, state, prob.increment(ta, tb))
             if i is not None:
                 ys[i] = state[0]
@@ -84,7 +83,7 @@ class _ReversibleHeunAdjoint(torch.autograd.Function):
         a_f = torch.zeros_like(f1)
         a_g = torch.zeros_like(g1)
 
-        for ta, tb, i in grid.steps_reversed(ts, prob.dt):
+        for ta, tb, i in prob.grid.steps_reversed():
             h = tb - ta
             dw = prob.increment(ta, tb)
             f1d, g1d = f1.detach(), g1.detach()

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import grid
 from .brownian import BrownianInterval
+from .grid import TimeGrid
 from .solvers import ALIASES, METHODS, NOISE_TYPES, SDE_TYPES, SDEFunctions
 
 __all__ = ["sdeint", "sdeint_adjoint"]
@@ -26,7 +26,7 @@ class Problem:
     funcs: SDEFunctions
     y0: torch.Tensor
     ts: list          # output times, strictly increasing floats
-    dt: float
+    grid: TimeGrid    # the steps
     method: str
     init: object      # solvers.*_init
     step: object      # solvers.*_step
@@ -146,7 +146,7 @@ def solve(prob, y0):
     funcs, step = prob.funcs, prob.step
     state = prob.init(funcs, prob.ts[0], y0)
     outs = [y0]
-    for ta, tb, i in grid.steps(prob.ts, prob.dt):
+    for ta, tb, i in prob.grid.steps():
         state = step(funcs, ta, tb, state, prob.increment(ta, tb))
         if i is not None:
             outs.append(state[0])
@@ -158,7 +158,7 @@ def solve(prob, y0):
 
 def _prepare(sde, y0, ts, bm, method, dt, adaptive, names):
     y0 = _check_y0(y0)
-    ts = _check_ts(ts)
+    ts, eps = _check_ts(ts)
     dt = _check_dt(dt)
     if adaptive:
         raise ValueError("adaptive=True is not supported: pnode's SDE solvers take fixed steps dt")
@@ -170,7 +170,7 @@ def _prepare(sde, y0, ts, bm, method, dt, adaptive, names):
             f"method={method!r} solves {needed} SDEs but sde.sde_type={sde_type!r}; use "
             f"one of {[k for k, v in METHODS.items() if v[0] == sde_type]} for {sde_type} SDEs")
     funcs = _CheckedFunctions(sde, noise_type, y0, names)
-    prob = Problem(funcs, y0, ts, dt, method, init, step, None)
+    prob = Problem(funcs, y0, ts, TimeGrid(ts, dt, eps), method, init, step, None)
     if len(ts) > 1:
         prob.bm = _check_bm(bm, prob)
     return prob
@@ -198,12 +198,15 @@ def _check_ts(ts):
         raise ValueError("ts must contain at least one time")
     if ts.is_complex() or ts.dtype == torch.bool:
         raise TypeError(f"ts must be real, got dtype {ts.dtype}")
+    # Times given in low precision are only known to that precision: grid points that
+    # coincide with them at it are merged (see grid.TimeGrid).
+    eps = 4 * torch.finfo(ts.dtype).eps if ts.is_floating_point() and ts.dtype != torch.float64 else 1e-13
     values = ts.detach().to("cpu", torch.float64).tolist()
     if not all(math.isfinite(t) for t in values):
         raise ValueError("ts must be finite")
     if any(b <= a for a, b in zip(values, values[1:])):
         raise ValueError("ts must be strictly increasing (SDEs are solved forward in time)")
-    return values
+    return values, eps
 
 
 def _check_dt(dt):
@@ -249,8 +252,10 @@ def _check_bm(bm, prob):
                 prob.funcs.g(ts[0], y0)
             m = prob.funcs.m
         entropy = int(torch.randint(0, 2**62, (), dtype=torch.int64))
-        return BrownianInterval(ts[0], ts[-1], size=(b, m), dtype=y0.dtype, device=y0.device,
-                                entropy=entropy, dt=prob.dt)
+        bm = BrownianInterval(ts[0], ts[-1], size=(b, m), dtype=y0.dtype, device=y0.device,
+                              entropy=entropy)
+        bm._adopt_grid(prob.grid)  # a tree node on every step: O(1) work per query
+        return bm
     if not callable(bm):
         raise TypeError(f"bm must be callable as bm(ta, tb), got {type(bm).__name__}")
     t0, t1 = getattr(bm, "t0", None), getattr(bm, "t1", None)
@@ -258,10 +263,10 @@ def _check_bm(bm, prob):
         if float(t0) > ts[0] or float(t1) < ts[-1]:
             raise ValueError(f"bm covers [{float(t0)}, {float(t1)}] but ts spans "
                              f"[{ts[0]}, {ts[-1]}]")
-    if isinstance(bm, BrownianInterval) and bm.t0 == ts[0]:
+    if isinstance(bm, BrownianInterval):
         # A hint-less interval would bisect down to float resolution at every
         # non-dyadic step; give it our grid if it has not been used yet.
-        bm._adopt_step_hint(prob.dt)
+        bm._adopt_grid(prob.grid)
     return bm
 
 

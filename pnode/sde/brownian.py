@@ -20,6 +20,7 @@ sequential pattern of a fixed-step solver costs O(1) node splits per step.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import OrderedDict
 
@@ -84,7 +85,8 @@ class BrownianInterval:
             splits per step. Without it the tree bisects ``[t0, t1]`` dyadically;
             queries at non-dyadic times are still exact but each costs about 40 splits
             the first time its neighbourhood is visited. A hint-less interval that has
-            not been queried yet adopts the step of the first pnode solver using it.
+            not been queried yet and starts at ``ts[0]`` adopts the grid of the first
+            pnode solver using it (a node on every step, output times included).
         cache_size: number of node increments kept in the LRU cache (bounds memory:
             about ``cache_size * prod(size)`` numbers, times 2 with the space-time
             Lévy area).
@@ -136,7 +138,8 @@ class BrownianInterval:
             if ncells is None:
                 raise ValueError(f"BrownianInterval: dt={dt} is too small for [{t0}, {t1}]")
 
-        self._t0, self._t1, self._dt, self._ncells = t0, t1, dt, ncells
+        self._t0, self._t1, self._dt = t0, t1, dt
+        self._cells = _UniformCells(t0, t1, dt, ncells)
         self._size = torch.Size(size)
         self._dtype = dtype
         self._np_dtype = np.float32 if dtype == torch.float32 else np.float64
@@ -150,7 +153,7 @@ class BrownianInterval:
         words = np.random.SeedSequence(abs(self._entropy) * 2 + (self._entropy < 0)).generate_state(2, np.uint64)
         self._stream = int(words[0])
         root_seed = int(words[1])
-        self._root = _Node(t0, t1, 0, ncells, 0, root_seed, None)
+        self._root = _Node(t0, t1, 0, self._cells.count, 0, root_seed, None)
         self._root_value = None
         self._last = self._root
         self._cache: OrderedDict = OrderedDict()
@@ -249,30 +252,31 @@ class BrownianInterval:
             out.append(h)
         return tuple(out)
 
-    def _adopt_step_hint(self, dt):
-        """Give a hint-less interval the cell grid ``t0 + k*dt`` before its first query.
+    def _adopt_grid(self, time_grid):
+        """Put cell boundaries on every step of a pnode solver's grid (before any query).
 
-        Called by the pnode solvers; returns whether the grid was adopted. Once any
-        query has been answered the tree is fixed, so the path stays consistent.
+        ``time_grid`` is a :class:`pnode.sde.grid.TimeGrid` with ``ts[0] == t0`` and
+        ``ts[-1] <= t1``: its steps are the output times and ``t0 + k*dt``. The tree then
+        has a node on every step, so no query needs sub-cell bisection. Called by the
+        solvers for intervals created without ``dt``; returns whether the grid was
+        adopted. Once any query has been answered the tree is fixed.
         """
-        if self._dt is not None or self._queried:
+        ts = time_grid.ts
+        if self._dt is not None or self._queried or ts[0] != self._t0 or ts[-1] > self._t1:
             return False
-        ncells = _cell_count(self._t0, self._t1, dt)
-        if ncells is None:
+        cells = _SolverGridCells(time_grid, self._t1)
+        if cells.count > 2**48:
             return False
-        self._dt, self._ncells = float(dt), ncells
-        self._root = _Node(self._t0, self._t1, 0, ncells, 0, self._root.seed, None)
+        self._dt, self._cells = time_grid.dt, cells
+        self._root = _Node(self._t0, self._t1, 0, cells.count, 0, self._root.seed, None)
         self._last = self._root
         return True
 
     # ------------------------------------------------------------------ tree structure
-    def _time(self, k):
-        return self._t1 if k == self._ncells else self._t0 + k * self._dt
-
     def _mid(self, n):
         """Split point of node ``n``, or ``None`` if it cannot be split further."""
         if n.i is not None and n.j - n.i > 1:
-            return self._time((n.i + n.j) // 2)
+            return self._cells.time((n.i + n.j) // 2)
         if n.level >= _MAX_SUBCELL_LEVEL:
             return None
         m = n.a + 0.5 * (n.b - n.a)
@@ -465,6 +469,47 @@ class BrownianInterval:
                 n, v = right, vr
         self._last = n
         return self._combine(acc, acc_len, v, n.b - n.a)
+
+
+class _UniformCells:
+    """Cell boundaries ``t0 + k*dt`` for ``k < count`` and ``t1`` for ``k = count``."""
+
+    __slots__ = ("t0", "t1", "dt", "count")
+
+    def __init__(self, t0, t1, dt, count):
+        self.t0, self.t1, self.dt, self.count = t0, t1, dt, count
+
+    def time(self, k):
+        return self.t1 if k == self.count else self.t0 + k * self.dt
+
+
+class _SolverGridCells:
+    """Cell boundaries on every step of a solver's :class:`~pnode.sde.grid.TimeGrid`
+    (output times, and ``t0 + k*dt`` inside each output interval), then ``t1``.
+
+    Stores O(len(ts)) numbers, never the steps themselves.
+    """
+
+    def __init__(self, time_grid, t1):
+        self.grid, self.t1 = time_grid, t1
+        self.starts = []
+        count = 0
+        for r in time_grid.inner:
+            self.starts.append(count)
+            count += len(r) + 1
+        if t1 > time_grid.ts[-1]:  # one more cell, [ts[-1], t1]
+            self.starts.append(count)
+            count += 1
+        self.count = count
+
+    def time(self, k):
+        if k == self.count:
+            return self.t1
+        i = bisect.bisect_right(self.starts, k) - 1
+        o = k - self.starts[i]
+        if o == 0:
+            return self.grid.ts[i]
+        return self.grid.point(self.grid.inner[i].start + o - 1)
 
 
 def _cell_count(t0, t1, dt):

@@ -3,11 +3,13 @@
 Steps sit at ``t0 + k*dt`` (``t0 = ts[0]``), computed by multiplication so that round-off
 does not accumulate and the points coincide bit for bit with a BrownianInterval built with
 the same ``t0`` and ``dt``. Within each output interval ``[ts[i], ts[i+1]]`` the last step
-is shortened to land exactly on ``ts[i+1]``. Grid points closer to an output time than a
-tiny tolerance are dropped rather than producing a step of round-off length.
+is shortened to land exactly on ``ts[i+1]``. A grid point that coincides with an output
+time at the precision of ``ts`` (or within ``1e-9*dt``) is merged with it rather than
+producing a step of round-off length: float32 ``ts`` such as ``torch.linspace(0, 1, 11)``
+differ from the float64 grid ``k*0.1`` by about 1e-8.
 
-The grid is generated lazily (a few Python numbers per output interval), so iterating over
-it costs no memory however many steps there are.
+The grid is generated lazily (O(len(ts)) numbers), so iterating over it costs no memory
+however many steps there are.
 """
 
 from __future__ import annotations
@@ -15,9 +17,57 @@ from __future__ import annotations
 import math
 
 
-def _tolerance(ts, dt):
-    # Relative to dt, and to the magnitude of the times for far-from-zero origins.
-    return max(1e-9 * dt, 1e-13 * max(abs(ts[0]), abs(ts[-1])))
+class TimeGrid:
+    """The steps of a fixed-step solve.
+
+    Args:
+        ts: strictly increasing output times (list of floats).
+        dt: step size (> 0).
+        eps: relative precision of ``ts`` (``1e-13`` for float64 times; about 4 ulp of
+            the dtype for lower precision), used to merge grid points with output times.
+    """
+
+    def __init__(self, ts, dt, eps=1e-13):
+        self.ts = list(ts)
+        self.dt = float(dt)
+        self.t0 = self.ts[0]
+        tol = max(1e-9 * self.dt, eps * max(abs(self.ts[0]), abs(self.ts[-1])))
+        # For each output interval, the k whose grid points lie strictly inside it.
+        self.inner = [_inner_range(self.t0, self.dt, s, e, tol)
+                      for s, e in zip(self.ts, self.ts[1:])]
+
+    def point(self, k):
+        """Grid point ``t0 + k*dt``."""
+        return self.t0 + k * self.dt
+
+    def steps(self):
+        """Forward steps ``(ta, tb, i)``; ``i`` is the index of the output time equal to
+        ``tb``, or ``None`` when ``tb`` is an interior grid point."""
+        t0, dt, ts = self.t0, self.dt, self.ts
+        for i, inner in enumerate(self.inner):
+            ta = ts[i]
+            for k in inner:
+                tb = t0 + k * dt
+                yield ta, tb, None
+                ta = tb
+            yield ta, ts[i + 1], i + 1
+
+    def steps_reversed(self):
+        """The steps in reverse order, as ``(ta, tb, i)``; here ``i`` is the index of the
+        output time equal to ``ta`` (a backward sweep reaches ``ta`` after undoing the
+        step), or ``None``."""
+        t0, dt, ts = self.t0, self.dt, self.ts
+        for i in range(len(ts) - 2, -1, -1):
+            tb = ts[i + 1]
+            for k in reversed(self.inner[i]):
+                ta = t0 + k * dt
+                yield ta, tb, None
+                tb = ta
+            yield ts[i], tb, i
+
+    def __len__(self):
+        """Number of steps."""
+        return sum(len(r) + 1 for r in self.inner)
 
 
 def _inner_range(t0, dt, s, e, tol):
@@ -33,46 +83,3 @@ def _inner_range(t0, dt, s, e, tol):
     while t0 + (k_hi + 1) * dt < e - tol:
         k_hi += 1
     return range(k_lo, k_hi + 1)
-
-
-def steps(ts, dt):
-    """Forward steps ``(ta, tb, i)`` over the whole grid.
-
-    ``ts`` is a list of strictly increasing floats, ``dt > 0``. ``i`` is the index of the
-    output time equal to ``tb``, or ``None`` when ``tb`` is an interior grid point.
-    """
-    t0 = ts[0]
-    tol = _tolerance(ts, dt)
-    for i in range(len(ts) - 1):
-        s, e = ts[i], ts[i + 1]
-        ta = s
-        for k in _inner_range(t0, dt, s, e, tol):
-            tb = t0 + k * dt
-            yield ta, tb, None
-            ta = tb
-        yield ta, e, i + 1
-
-
-def steps_reversed(ts, dt):
-    """The steps of :func:`steps` in reverse order, as ``(ta, tb, i)``.
-
-    Here ``i`` is the index of the output time equal to ``ta`` (or ``None``), since a
-    backward sweep reaches ``ta`` when it has undone the step.
-    """
-    t0 = ts[0]
-    tol = _tolerance(ts, dt)
-    for i in range(len(ts) - 2, -1, -1):
-        s, e = ts[i], ts[i + 1]
-        tb = e
-        for k in reversed(_inner_range(t0, dt, s, e, tol)):
-            ta = t0 + k * dt
-            yield ta, tb, None
-            tb = ta
-        yield s, tb, i
-
-
-def count_steps(ts, dt):
-    """Number of steps :func:`steps` takes (without iterating over them)."""
-    t0 = ts[0]
-    tol = _tolerance(ts, dt)
-    return sum(len(_inner_range(t0, dt, ts[i], ts[i + 1], tol)) + 1 for i in range(len(ts) - 1))

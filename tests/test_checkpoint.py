@@ -1,0 +1,163 @@
+"""Checkpointing: every strategy gives the store-all gradient; budgets are respected.
+
+Reference: the same solve with ``Checkpoint("all")``; tolerance 1e-12 relative (the
+schedules only change what is recomputed, not the arithmetic of a step).
+"""
+import os
+
+import pytest
+import torch
+from torch import nn
+
+import pnode
+from pnode.checkpoint import revolve_optimum
+from reference import rel_err
+
+T = torch.tensor([0.0, 0.3, 1.0, 2.0], dtype=torch.float64)
+
+
+def make_func(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * 0.5)
+
+    class F(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, t, y):
+            return self.net(y) - 0.5 * y
+    return F()
+
+
+def gradient(func, checkpoint, method, t=T, **kw):
+    y0 = torch.randn(2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    w = torch.randn(len(t), 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    params = list(func.parameters())
+    with pnode.ODESolver(func, method=method, checkpoint=checkpoint, **kw) as s:
+        y = y0.requires_grad_(True)
+        g = torch.autograd.grad((w * s(y, t)).sum(), [y] + params)
+        return torch.cat([x.reshape(-1) for x in g]), dict(s.stats)
+
+
+CASES = {
+    "rk4": dict(method="rk4", options={"step_size": 0.05}),
+    "rk4-off-grid": dict(method="rk4", options={"step_size": 0.07}),
+    "dopri5": dict(method="dopri5", rtol=1e-8, atol=1e-10),
+    "crank_nicolson": dict(method="crank_nicolson", options={"step_size": 0.05, "jacobian": "dense"}),
+    "kencarp4": dict(method="kencarp4", rtol=1e-7, atol=1e-9, options={"jacobian": "dense"}),
+    "kencarp4-fixed": dict(method="kencarp4", options={"step_size": 0.1, "jacobian": "dense"}),
+}
+STRATEGIES = {
+    "solution": pnode.Checkpoint("solution"),
+    "binomial-3": pnode.Checkpoint("binomial", max_ram=3),
+    "binomial-1": pnode.Checkpoint("binomial", max_ram=1),
+    "binomial-bytes": pnode.Checkpoint("binomial", max_memory="2KB"),
+}
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("case", CASES)
+def test_every_strategy_gives_the_store_all_gradient(case, strategy):
+    func = make_func()
+    ref, st_all = gradient(func, None, **CASES[case])
+    g, st = gradient(func, STRATEGIES[strategy], **CASES[case])
+    assert rel_err(g, ref) <= 1e-12
+    assert st["steps"] == st_all["steps"] == st["adjoint_steps"]
+    ck = STRATEGIES[strategy]
+    if ck.max_ram is not None:
+        assert st["checkpoints"] <= ck.max_ram
+        assert st["recomputed_steps"] > 0
+
+
+@pytest.mark.parametrize("steps, slots, optimum", [(20, 3, 26), (50, 3, 131), (40, 5, None)])
+def test_fixed_steps_recompute_at_most_revolves_optimum(steps, slots, optimum):
+    if optimum is not None:
+        assert revolve_optimum(steps, slots) == optimum
+    func = make_func(3)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    g, st = gradient(func, pnode.Checkpoint("binomial", max_ram=slots), "rk4", t=t,
+                     options={"step_size": 1.0 / steps})
+    ref, _ = gradient(func, None, "rk4", t=t, options={"step_size": 1.0 / steps})
+    assert st["steps"] == steps
+    assert 0 < st["recomputed_steps"] <= revolve_optimum(steps, slots)
+    assert st["checkpoints"] == slots
+    assert rel_err(g, ref) <= 1e-12
+
+
+def test_adaptive_dopri5_holds_at_most_8_checkpoints():
+    func = make_func(4)
+    t = torch.linspace(0, 20, 6, dtype=torch.float64)
+    ref, st_all = gradient(func, None, "dopri5", t=t, rtol=1e-9, atol=1e-11)
+    g, st = gradient(func, pnode.Checkpoint("binomial", max_ram=8), "dopri5", t=t, rtol=1e-9, atol=1e-11)
+    assert st_all["steps"] > 50  # enough steps for the budget to bind
+    assert st["checkpoints"] <= 8 and st["steps"] == st_all["steps"]
+    assert st["checkpoint_bytes"] <= 8 * 6 * 8
+    assert rel_err(g, ref) <= 1e-12
+
+
+def test_max_memory_picks_the_documented_k():
+    func = make_func(5)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    # fixed RK4 (PETSc revolve): a checkpoint is state + 4 stages = 5 * 6 doubles = 240 B
+    ck = pnode.Checkpoint("binomial", max_memory=1000)
+    assert ck.ram_slots(6, 4) == 4
+    _, st = gradient(func, ck, "rk4", t=t, options={"step_size": 0.05})
+    assert st["checkpoints"] == 4 and st["checkpoint_bytes"] == 4 * 240
+    assert pnode.Checkpoint("binomial", max_memory="1KiB").ram_slots(6, 4) == 4
+    assert pnode.Checkpoint("binomial", max_memory="200MB").ram_slots(10**6, 0) == 25
+    assert pnode.Checkpoint("binomial", max_memory="200MiB").ram_slots(2**20, 0) == 25
+    # adaptive (pnode's own states-only checkpoints): 6 doubles = 48 B each
+    _, st = gradient(func, pnode.Checkpoint("binomial", max_memory=100), "dopri5", t=t, rtol=1e-10)
+    assert st["checkpoints"] <= 2
+    with pytest.raises(ValueError, match="holds no checkpoint"):
+        gradient(func, pnode.Checkpoint("binomial", max_memory=10), "rk4", t=t, options={"step_size": 0.1})
+
+
+def test_disk_level_gives_same_gradient_and_cleans_up(tmp_path):
+    func = make_func(6)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    ck = pnode.Checkpoint("binomial", max_ram=3, max_disk=4, disk_dir=str(tmp_path))
+    ref, _ = gradient(func, None, "rk4", t=t, options={"step_size": 0.025})
+    g, st = gradient(func, ck, "rk4", t=t, options={"step_size": 0.025})
+    assert rel_err(g, ref) <= 1e-12 and st["checkpoints"] <= 3
+    assert os.listdir(tmp_path) == []
+
+
+def test_disk_level_cleans_up_when_the_solve_fails(tmp_path):
+    def bad(t, y):
+        if t > 0.5:
+            raise RuntimeError("diverged on purpose")
+        return -y
+    ck = pnode.Checkpoint("binomial", max_ram=2, max_disk=3, disk_dir=str(tmp_path))
+    with pytest.raises(RuntimeError, match="on purpose"):
+        pnode.odeint(bad, torch.ones(3, dtype=torch.float64, requires_grad=True), torch.tensor([0.0, 1.0]),
+                     method="rk4", options={"step_size": 0.05}, checkpoint=ck)
+    assert os.listdir(tmp_path) == []
+
+
+def test_disk_level_needs_fixed_steps():
+    ck = pnode.Checkpoint("binomial", max_ram=2, max_disk=3)
+    with pytest.raises(ValueError, match="max_disk needs fixed steps"):
+        pnode.odeint(lambda t, y: -y, torch.ones(3, dtype=torch.float64, requires_grad=True),
+                     torch.tensor([0.0, 1.0]), method="dopri5", checkpoint=ck)
+
+
+def test_checkpoint_options_from_the_command_line_are_honoured():
+    """-ts_trajectory_* still works: PETSc's revolve with K=3 over 20 fixed steps.
+    (PETSc reads trajectory options without the solver prefix.)"""
+    from petsc4py import PETSc
+    db = PETSc.Options()
+    db.setValue("-ts_trajectory_max_cps_ram", "3")
+    try:
+        func = make_func(7)
+        t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+        with pnode.ODESolver(func, method="rk4", options={"step_size": 0.05}, prefix="cli_") as s:
+            y = torch.ones(2, 3, dtype=torch.float64, requires_grad=True)
+            s(y, t).sum().backward()
+            assert s.stats["recomputed_steps"] == revolve_optimum(20, 3) == 26  # revolve is linked and used
+    finally:
+        db.delValue("-ts_trajectory_max_cps_ram")
