@@ -23,19 +23,29 @@ class CallbackTrap:
 
     PETSc turns a callback's exception into an error code and unwinds through C; the
     driver then asks the trap for the original and re-raises it unchanged.
+
+    With ``collective=True`` (more than one MPI rank) the exception is not raised into
+    PETSc, which would leave the other ranks waiting in a collective: the callback's
+    output Vec is filled with NaN instead, which every rank then sees through PETSc's
+    global norms, and the driver raises on every rank once PETSc returns.
     """
 
-    def __init__(self):
+    def __init__(self, collective=False):
         self.exc = None
+        self.collective = collective
 
     def wrap(self, fn):
-        """``fn`` with its exceptions recorded (and still raised, for PETSc to unwind)."""
+        """``fn`` with its exceptions recorded (raised for PETSc, or NaN-poisoned)."""
         def wrapped(*args):
             try:
                 return fn(*args)
             except BaseException as exc:
                 if self.exc is None:
                     self.exc = exc
+                out = args[-1] if args else None
+                if self.collective and hasattr(out, "set") and hasattr(out, "getLocalSize"):
+                    out.set(float("nan"))
+                    return None
                 raise
         return wrapped
 

@@ -36,7 +36,7 @@ def _solver_for(func, settings):
 
 
 def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None,
-           adjoint_params=None, checkpoint=None, petsc_options=None, **kwargs):
+           adjoint_params=None, checkpoint=None, petsc_options=None, comm=None, **kwargs):
     """Solve ``dy/dt = func(t, y)`` from ``y0`` at ``t[0]``; return ``y`` at every ``t``.
 
     Args:
@@ -50,6 +50,8 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None,
         adjoint_params: tensors to differentiate (default: parameters of ``func``).
         checkpoint: :class:`pnode.Checkpoint` (default: store all).
         petsc_options: PETSc options used as defaults for this solve.
+        comm: MPI communicator for a data-parallel solve (each rank passes its shard of
+            the batch; see :mod:`pnode.parallel`). Default: this process alone.
 
     Returns:
         Tensor ``(len(t), *y0.shape)`` (tuple of such for tuple ``y0``). Gradients come
@@ -64,7 +66,7 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None,
         raise TypeError(f"odeint() got unexpected keyword arguments {sorted(kwargs)}")
     settings = dict(rtol=rtol, atol=atol, method=method, options=options,
                     adjoint_params=adjoint_params, checkpoint=checkpoint,
-                    petsc_options=petsc_options)
+                    petsc_options=petsc_options, comm=comm)
     return _solver_for(func, settings)(y0, t)
 
 

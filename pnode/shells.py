@@ -61,10 +61,11 @@ class JacobianShell:
 class ParamJacobianShell:
     """Python context of the shell Mat ``c * d f/d p`` (only transpose products)."""
 
-    def __init__(self, trap, c=1.0):
+    def __init__(self, trap, c=1.0, reducer=None):
         self.lin = None
-        self.multTranspose = trap.wrap(self.multTranspose)
         self.c = c
+        self.reducer = reducer
+        self.multTranspose = trap.wrap(self.multTranspose)
 
     def set_point(self, lin):
         """Capture the linearization of this callback (None: zero)."""
@@ -75,11 +76,15 @@ class ParamJacobianShell:
             Y.zeroEntries()
             return
         g = self.lin.param_vjp(vec_view(X, "r"))
+        if self.reducer is not None:  # data parallel: sum the ranks' products on rank 0
+            g = self.reducer.to_root(g)
+            if g is None:
+                return  # Y has no local entries here
         vec_write(Y, g if self.c == 1.0 else self.c * g)
 
 
 def shell_mat(context, rows, cols, comm):
-    """A Python shell Mat with ``rows`` x ``cols`` (local, global) sizes."""
+    """A Python shell Mat; ``rows``/``cols`` are (local, global) sizes."""
     mat = PETSc.Mat().createPython([rows, cols], context=context, comm=comm)
     mat.setUp()
     return mat

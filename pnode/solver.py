@@ -23,7 +23,8 @@ from .methods import ADJOINT_TYPES, METHODS, get_method
 from .replay import OnlineCheckpoints, Replay, fits_fixed_grid
 from .options import option_defaults, user_value
 from .validate import check_options, check_t, check_tolerance
-from .wiring import MassMatrix, Wiring, form_of
+from .parallel import Reducer, as_petsc
+from .wiring import MassMatrix, Sizes, Wiring, form_of, new_vec
 
 _LIVE = weakref.WeakSet()  # solvers to close at interpreter exit (see close_all)
 
@@ -77,7 +78,8 @@ class ODESolver:
         if prefix is not None and not isinstance(prefix, str):
             raise TypeError("prefix must be a string")
         self.prefix = prefix
-        self.comm = comm if comm is not None else PETSc.COMM_SELF
+        self.comm = as_petsc(comm)
+        self._reducer = Reducer(self.comm)
         self._adjoint_params = None if adjoint_params is None else list(adjoint_params)
         self.stats = dict.fromkeys(_STAT_KEYS, 0)
         self.step_times = torch.zeros(0, dtype=torch.float64)
@@ -89,7 +91,7 @@ class ODESolver:
         self._replay = False
         self._online = None
         self._disk_dir = None
-        self._trap = CallbackTrap()
+        self._trap = CallbackTrap(collective=self.comm.getSize() > 1)
         _LIVE.add(self)
 
     # ------------------------------------------------------------------ public API
@@ -173,22 +175,24 @@ class ODESolver:
         if opts.get("func_explicit") is not None:
             dyn_ex = Dynamics(opts["func_explicit"], layout, params, time_sign, self.stats,
                               joint_vjp=False, name="options['func_explicit']")
-        config = (n, n_p, form)
+        self._dyn_ex = dyn_ex
+        sizes = Sizes(self.comm, n, n_p, self._reducer)
+        config = (sizes.key(), form)
         if self._ts is not None and self._config == config:
             self._wiring.rebind(self._dyn, dyn_ex)
             return
         self.close()
         comm = self.comm
-        self._u = PETSc.Vec().createSeq(n, comm=comm) if comm.getSize() == 1 else \
-            PETSc.Vec().createMPI((n, PETSc.DECIDE), comm=comm)
+        self._sizes = sizes
+        self._u = new_vec(comm, *sizes.state)
         self._lam = self._u.duplicate()
-        self._mu = PETSc.Vec().createSeq(n_p, comm=comm) if n_p else None
+        self._mu = new_vec(comm, *sizes.params) if n_p else None
         ts = PETSc.TS().create(comm=comm)
         if self.prefix:
             ts.setOptionsPrefix(self.prefix)
         ts.setProblemType(PETSc.TS.ProblemType.NONLINEAR)
         mass = MassMatrix(opts["mass"], layout) if "mass" in opts else None
-        self._wiring = Wiring(ts, form, n, n_p, comm, self._dyn, dyn_ex, self._trap, mass=mass,
+        self._wiring = Wiring(ts, form, sizes, self._reducer, self._dyn, dyn_ex, self._trap, mass=mass,
                               dense=opts.get("jacobian") == "dense",
                               preconditioner=opts.get("preconditioner"))
         ts.setPostStep(self._trap.wrap(self._post_step))
@@ -227,7 +231,7 @@ class ODESolver:
         if ck.strategy == "solution":
             opts["ts_trajectory_solution_only"] = True
         elif ck.strategy == "binomial":
-            opts["ts_trajectory_max_cps_ram"] = ck.ram_slots(self._config[0], self.method.stages)
+            opts["ts_trajectory_max_cps_ram"] = ck.ram_slots(self._sizes.N, self.method.stages)
             if ck.max_disk:
                 opts["ts_trajectory_max_cps_disk"] = ck.max_disk
                 opts["ts_trajectory_dirname"] = self._disk_dir
@@ -267,20 +271,31 @@ class ODESolver:
             self.stats["recomputed_steps"] += 1
 
     def _run_petsc(self, what, fn):
-        """Call a PETSc driver; re-raise a callback's exception unchanged."""
+        """Call a PETSc driver; re-raise a callback's exception unchanged.
+
+        Under MPI the outcome is agreed on by all ranks, so a failure on one rank is an
+        error on every rank (the failing rank raises the original exception).
+        """
         self._trap.pop()
+        err = None
         try:
             fn()
-        except PETSc.Error as err:
-            exc = self._trap.pop()
-            if exc is not None:
-                raise exc.with_traceback(exc.__traceback__) from None
-            ts = self._ts
-            code = getattr(err, "ierr", None)
-            reason = "NAN" if code == 72 else f"PETSC_ERROR_{code}"
-            time, steps = self._user_time(ts.getTime()), ts.getStepNumber()
-            raise SolverError(f"PETSc {what} failed at t={time:.6g} after {steps} steps: "
-                              f"{petsc_message(err)}", reason=reason, time=time, steps=steps) from None
+        except PETSc.Error as e:
+            err = e
+        exc = self._trap.pop()
+        if not self._reducer.any(exc is not None or err is not None):
+            return
+        if exc is not None:
+            raise exc.with_traceback(exc.__traceback__)
+        ts = self._ts
+        time, steps = self._user_time(ts.getTime()), ts.getStepNumber()
+        if err is None:
+            raise SolverError(f"PETSc {what} failed on another rank at t={time:.6g}",
+                              reason="OTHER_RANK", time=time, steps=steps)
+        code = getattr(err, "ierr", None)
+        reason = "NAN" if code == 72 else f"PETSC_ERROR_{code}"
+        raise SolverError(f"PETSc {what} failed at t={time:.6g} after {steps} steps: "
+                          f"{petsc_message(err)}", reason=reason, time=time, steps=steps) from None
 
     def _user_time(self, s):
         return self._dyn.time_sign * s
@@ -289,20 +304,30 @@ class ODESolver:
     def _initial_step(self, s, y0):
         """Hairer-Norsett-Wanner's starting step for adaptive methods."""
         span = s[-1] - s[0]
-        dyn = self._dyn
-        f0 = dyn.rhs(s[0], y0)
+        f = self._rhs_total
+        red, count = self._reducer, self._sizes.N
+
+        def rms(x):  # global RMS norm: every rank must choose the same step
+            return math.sqrt(red.sum(float(x.pow(2).sum())) / count)
+        f0 = f(s[0], y0)
         scale = self.atol + self.rtol * y0.abs()
-        d0 = torch.linalg.vector_norm(y0 / scale) / math.sqrt(y0.numel())
-        d1 = torch.linalg.vector_norm(f0 / scale) / math.sqrt(y0.numel())
-        h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else float(0.01 * d0 / d1)
+        d0, d1 = rms(y0 / scale), rms(f0 / scale)
+        h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
         h0 = min(h0, span)
-        f1 = dyn.rhs(s[0] + h0, y0 + h0 * f0)
-        d2 = float(torch.linalg.vector_norm((f1 - f0) / scale) / math.sqrt(y0.numel()) / h0)
+        f1 = f(s[0] + h0, y0 + h0 * f0)
+        d2 = rms((f1 - f0) / scale) / h0
         if d2 <= 1e-15 and float(d1) <= 1e-15:
             h1 = max(1e-6, h0 * 1e-3)
         else:
             h1 = (0.01 / max(float(d1), d2)) ** (1.0 / (self.method.order + 1))
         return min(100 * h0, h1, span)
+
+    def _rhs_total(self, s, u):
+        """f (plus the explicit part of an IMEX split) without a graph, float64."""
+        out = self._dyn.rhs(s, u)
+        if self._dyn_ex is not None:
+            out = out + self._dyn_ex.rhs(s, u)
+        return out
 
     def forward(self, layout, y0_flat, times, record):
         """Integrate; return the (len(t), n) float64 outputs. ``record`` keeps a trajectory."""
@@ -330,7 +355,7 @@ class ODESolver:
             self._disk_dir = os.path.join(self._disk_root, "trajectory")
         self._online = None
         if self._replay:
-            self._slots = self.checkpoint.ram_slots(layout.numel, 0)  # states only
+            self._slots = self.checkpoint.ram_slots(self._sizes.N, 0)  # states only; same K on every rank
             self._online = OnlineCheckpoints(self._slots)
             self._online.offer(0, y0)
         traj = self._trajectory_defaults() if trajectory else {}
@@ -352,7 +377,9 @@ class ODESolver:
         try:
             self._run_petsc("forward solve", lambda: ts.solve(u))
         except BaseException:
-            self._cleanup_disk()
+            # a solve that failed half-way leaves PETSc's work vectors checked out:
+            # start the next call from fresh objects
+            self.close()
             raise
         finally:
             self._recording = False
@@ -378,7 +405,7 @@ class ODESolver:
                               f"t[-1]={times[-1]:.6g}: {why}", reason="MAX_STEPS" if limit else "INCOMPLETE",
                               time=sign * ts.getTime(), steps=ts.getStepNumber())
         ys = torch.stack([vec_view(v, "r").clone() for v in sols])
-        if not torch.isfinite(ys).all():
+        if self._reducer.any(not bool(torch.isfinite(ys).all())):
             raise SolverError(f"the solution is not finite (NaN/Inf) by t={times[-1]:.6g}",
                               reason="NAN", time=sign * ts.getTime(), steps=ts.getStepNumber())
         step_of = {x: k for k, x in enumerate(self._times)}
@@ -413,7 +440,7 @@ class ODESolver:
         elif ck.strategy == "solution":
             held, per = steps + 1, 1
         else:
-            held, per = min(steps + 1, ck.ram_slots(n, stages)), (stages + 1)
+            held, per = min(steps + 1, ck.ram_slots(self._sizes.N, stages)), (stages + 1)
         st["checkpoints"] = held
         st["checkpoint_bytes"] = held * per * n * 8
 
@@ -430,7 +457,7 @@ class ODESolver:
         ts, lam, mu = self._ts, self._lam, self._mu
         g = grad_ys.detach().to(PETSC_DTYPE)
         if len(self._s) == 1:
-            return g[0].clone(), torch.zeros(0 if mu is None else mu.getSize(), dtype=PETSC_DTYPE)
+            return g[0].clone(), torch.zeros(0 if mu is None else self._sizes.n_p, dtype=PETSC_DTYPE)
         vec_write(lam, g[-1])
         if mu is not None:
             mu.zeroEntries()
@@ -451,7 +478,7 @@ class ODESolver:
                 peak = replay.backward()
                 self.stats["checkpoints"] = peak
                 self.stats["recomputed_steps"] = replay.recomputed
-                self.stats["checkpoint_bytes"] = peak * self._config[0] * 8
+                self.stats["checkpoint_bytes"] = peak * self._sizes.n * 8
                 adj = len(self._times) - 1
             else:
                 ts.setCostGradients([lam], [mu] if mu is not None else None)
@@ -462,6 +489,9 @@ class ODESolver:
                     self._run_petsc("adjoint solve", ts.adjointSolve)
                     adj += steps
                     add_forcing(k - 1)
+        except BaseException:
+            self.close()
+            raise
         finally:
             self._cleanup_disk()
         self._wiring.forget()
@@ -470,8 +500,12 @@ class ODESolver:
         st["newton_iterations"] += ts.getSNESIterations()
         st["linear_iterations"] += ts.getKSPIterations()
         grad_y0 = vec_view(lam, "r").clone()
-        grad_p = vec_view(mu, "r").clone() if mu is not None else torch.zeros(0, dtype=PETSC_DTYPE)
-        return grad_y0, grad_p
+        if mu is None:
+            return grad_y0, torch.zeros(0, dtype=PETSC_DTYPE)
+        # the parameter gradient lives on rank 0; every rank gets it
+        grad_p = vec_view(mu, "r").clone() if self.comm.getRank() == 0 else \
+            torch.zeros(self._sizes.n_p, dtype=PETSC_DTYPE)
+        return grad_y0, self._reducer.broadcast(grad_p)
 
 
 def close_all():

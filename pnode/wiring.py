@@ -101,13 +101,48 @@ class ShellPC:
         self._run(X, Y, True)
 
 
+def new_vec(comm, n_local, n_global):
+    """A Vec with ``n_local`` entries here (sequential on one rank)."""
+    if comm.getSize() == 1:
+        return PETSc.Vec().createSeq(n_local, comm=comm)
+    return PETSc.Vec().createMPI((n_local, n_global), comm=comm)
+
+
+class Sizes:
+    """Local and global sizes of the state and of the parameter vector.
+
+    The state is split over the ranks as the user's shards are; the parameter vector
+    lives on rank 0 (data parallelism: every rank sees all parameters, and PETSc's
+    parameter-Jacobian products are summed onto rank 0).
+    """
+
+    def __init__(self, comm, n_local, n_p, reducer):
+        self.comm = comm
+        self.n = n_local
+        self.N = int(reducer.sum(n_local))
+        self.n_p = n_p
+        self.n_p_local = n_p if comm.getRank() == 0 else 0
+
+    @property
+    def state(self):
+        return (self.n, self.N)
+
+    @property
+    def params(self):
+        return (self.n_p_local, self.n_p)
+
+    def key(self):
+        return (self.n, self.N, self.n_p)
+
+
 class Wiring:
     """The Vecs, Mats and callbacks of one TS for one state size and form.
 
     Args:
         ts: the TS to wire.
         form: ``rhs``, ``implicit`` or ``imex``.
-        n, n_p: state and parameter sizes.
+        sizes: :class:`Sizes` of the state and parameters.
+        reducer: :class:`~pnode.parallel.Reducer` summing parameter products on rank 0.
         dyn: :class:`~pnode.dynamics.Dynamics` of ``func`` (stiff part for imex).
         dyn_ex: Dynamics of ``func_explicit`` (imex only; None means zero).
         trap: the solver's :class:`~pnode.errors.CallbackTrap`.
@@ -116,22 +151,26 @@ class Wiring:
         preconditioner: optional user PC callable (matrix-free implicit only).
     """
 
-    def __init__(self, ts, form, n, n_p, comm, dyn, dyn_ex, trap, mass=None, dense=False,
+    def __init__(self, ts, form, sizes, reducer, dyn, dyn_ex, trap, mass=None, dense=False,
                  preconditioner=None):
         self.form, self.dyn, self.dyn_ex, self.trap = form, dyn, dyn_ex, trap
-        self.n = n
+        comm = sizes.comm
+        n = self.n = sizes.n
+        state, params = sizes.state, sizes.params
+        red = reducer if comm.getSize() > 1 else None
         self.mats = []
         wrap = trap.wrap
-        self.f = PETSc.Vec().createSeq(n, comm=comm) if comm.getSize() == 1 else \
-            PETSc.Vec().createMPI((n, PETSc.DECIDE), comm=comm)
+        self.f = new_vec(comm, *state)
         self.vecs = [self.f]
         self.pc_ctx = None
+        if dense and comm.getSize() > 1:
+            raise ValueError("options['jacobian']='dense' needs a single rank (use the matrix-free default)")
         if form == "rhs":
-            self.J = self._shell(JacobianShell(trap), n, n, comm)
+            self.J = self._shell(JacobianShell(trap), state, state, comm)
             ts.setRHSFunction(wrap(self._rhs), self.f)
             ts.setRHSJacobian(wrap(self._rhs_jacobian), self.J, self.J)
-            if n_p:
-                self.Jp = self._shell(ParamJacobianShell(trap), n, n_p, comm)
+            if sizes.n_p:
+                self.Jp = self._shell(ParamJacobianShell(trap, reducer=red), state, params, comm)
                 ts.setRHSJacobianP(wrap(self._rhs_jacobian_p), self.Jp)
             return
         # implicit part: F = M u' - f(t, u)
@@ -141,23 +180,23 @@ class Wiring:
             self.IJ = self.dense.mat
             self.mats.append(self.IJ)
         else:
-            self.IJ = self._shell(JacobianShell(trap, b=-1.0, mass=mass), n, n, comm)
+            self.IJ = self._shell(JacobianShell(trap, b=-1.0, mass=mass), state, state, comm)
         self.fi = self.f.duplicate()
         self.vecs.append(self.fi)
         ts.setIFunction(wrap(self._ifunction), self.fi)
         ts.setIJacobian(wrap(self._ijacobian), self.IJ, self.IJ)
-        if n_p:
-            self.IJp = self._shell(ParamJacobianShell(trap, c=-1.0), n, n_p, comm)
+        if sizes.n_p:
+            self.IJp = self._shell(ParamJacobianShell(trap, c=-1.0, reducer=red), state, params, comm)
             ts.setIJacobianP(wrap(self._ijacobian_p), self.IJp)
         if preconditioner is not None and self.dense is None:
             self.pc_ctx = ShellPC(preconditioner, trap, dyn.layout, dyn.time_sign)
         if form == "imex":
             # PETSc's ARKIMEX adjoint needs an RHS Jacobian even when g is zero
-            self.J = self._shell(JacobianShell(trap), n, n, comm)
+            self.J = self._shell(JacobianShell(trap), state, state, comm)
             ts.setRHSFunction(wrap(self._rhs_explicit), self.f)
             ts.setRHSJacobian(wrap(self._rhs_jacobian_explicit), self.J, self.J)
-            if n_p:
-                self.Jp = self._shell(ParamJacobianShell(trap), n, n_p, comm)
+            if sizes.n_p:
+                self.Jp = self._shell(ParamJacobianShell(trap, reducer=red), state, params, comm)
                 ts.setRHSJacobianP(wrap(self._rhs_jacobian_p_explicit), self.Jp)
 
     def _shell(self, ctx, rows, cols, comm):

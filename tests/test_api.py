@@ -264,3 +264,11 @@ def test_warning_free_import():
     assert out.returncode == 0, out.stderr
     assert "WARNING" not in out.stdout + out.stderr
 
+
+
+def test_solver_is_usable_after_a_failed_solve():
+    with pnode.ODESolver(lambda t, y: y ** 2) as s:
+        with pytest.raises(pnode.SolverError):
+            s(torch.full((3,), 10.0, dtype=torch.float64), T01)
+        ys = s(torch.full((3,), 0.1, dtype=torch.float64), T01)
+        assert abs(float(ys[-1, 0]) - 1 / 9) < 1e-6  # y' = y^2, y(0) = 0.1: y(1) = 1/9

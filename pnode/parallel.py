@@ -1,0 +1,131 @@
+"""Data parallelism over MPI: batch shards, gradient reductions, rank-0 output.
+
+A solver created with ``comm=MPI.COMM_WORLD`` integrates one PETSc Vec spread over the
+ranks: each rank passes its own shard of the batch (dimension 0 of the state), PETSc's
+global norms make every rank take the same steps, and the parameter gradient is summed
+over the ranks inside the adjoint. Every rank ends with the gradient of the *sum* of the
+ranks' losses (so divide a mean by the global batch size, not the shard's).
+
+Helpers here cover what happens outside the ODE: :func:`shard` a global batch,
+:func:`allreduce_grads` for parameters used outside the solver, :func:`print0` for
+rank-0 logging and :func:`abort_on_exception` so that one failing rank ends the job.
+"""
+import sys
+import traceback
+
+import torch
+from mpi4py import MPI
+from petsc4py import PETSc
+
+
+def as_mpi4py(comm):
+    """An mpi4py communicator for ``comm`` (mpi4py, PETSc.Comm, or None = COMM_SELF)."""
+    if comm is None:
+        return MPI.COMM_SELF
+    if isinstance(comm, MPI.Comm):
+        return comm
+    if isinstance(comm, PETSc.Comm):
+        return comm.tompi4py()
+    raise TypeError(f"comm must be an mpi4py or PETSc communicator, got {type(comm).__name__}")
+
+
+def as_petsc(comm):
+    """A PETSc communicator for ``comm`` (mpi4py, PETSc.Comm, or None = COMM_SELF)."""
+    if comm is None:
+        return PETSc.COMM_SELF
+    if isinstance(comm, PETSc.Comm):
+        return comm
+    if isinstance(comm, MPI.Comm):
+        return PETSc.Comm(comm)
+    raise TypeError(f"comm must be an mpi4py or PETSc communicator, got {type(comm).__name__}")
+
+
+def shard_bounds(total, comm=MPI.COMM_WORLD):
+    """``(start, stop)`` of this rank's rows when ``total`` rows are split as evenly as
+    possible (the first ``total % size`` ranks get one more)."""
+    comm = as_mpi4py(comm)
+    size, rank = comm.Get_size(), comm.Get_rank()
+    base, extra = divmod(total, size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+def shard(batch, comm=MPI.COMM_WORLD):
+    """This rank's rows of ``batch`` (a tensor, split along dimension 0)."""
+    start, stop = shard_bounds(batch.shape[0], comm)
+    return batch[start:stop]
+
+
+def allreduce_grads(params, comm=MPI.COMM_WORLD):
+    """Sum ``.grad`` of ``params`` over the ranks (for parameters outside the ODE, whose
+    gradients the solver does not reduce). Parameters without a gradient are skipped."""
+    comm = as_mpi4py(comm)
+    if comm.Get_size() == 1:
+        return
+    for p in params:
+        if p.grad is not None:
+            buf = p.grad.detach().cpu().contiguous().numpy()
+            comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+            p.grad.copy_(torch.from_numpy(buf).to(p.grad.device))
+
+
+def allreduce_sum(value, comm=MPI.COMM_WORLD):
+    """Sum a Python number (e.g. a shard's loss) over the ranks."""
+    return as_mpi4py(comm).allreduce(float(value), op=MPI.SUM)
+
+
+def print0(*args, comm=MPI.COMM_WORLD, **kwargs):
+    """``print`` on rank 0 only."""
+    if as_mpi4py(comm).Get_rank() == 0:
+        print(*args, **kwargs)
+
+
+def abort_on_exception(comm=MPI.COMM_WORLD):
+    """Make an uncaught exception on any rank print its traceback once and abort the
+    whole job (non-zero exit) instead of leaving the other ranks waiting in a collective."""
+    comm = as_mpi4py(comm)
+    if comm.Get_size() == 1:
+        return
+
+    def hook(exc_type, exc, tb):
+        sys.stderr.write(f"[rank {comm.Get_rank()}] " + "".join(traceback.format_exception(exc_type, exc, tb)))
+        sys.stderr.flush()
+        comm.Abort(1)
+    sys.excepthook = hook
+
+
+class Reducer:
+    """Sums a rank-local parameter-gradient vector onto rank 0 (inside the adjoint)."""
+
+    def __init__(self, comm):
+        self.comm = as_mpi4py(comm)
+        self.root = self.comm.Get_rank() == 0
+
+    def to_root(self, g):
+        """Sum of ``g`` over the ranks on rank 0; None elsewhere."""
+        if self.comm.Get_size() == 1:
+            return g
+        buf = g.detach().cpu().contiguous().numpy()
+        out = buf.copy() if self.root else None
+        self.comm.Reduce(buf, out, op=MPI.SUM, root=0)
+        return torch.from_numpy(out) if self.root else None
+
+    def broadcast(self, g):
+        """Rank 0's ``g`` on every rank (same shape everywhere)."""
+        if self.comm.Get_size() == 1:
+            return g
+        buf = g.detach().cpu().contiguous().numpy().copy()
+        self.comm.Bcast(buf, root=0)
+        return torch.from_numpy(buf)
+
+    def any(self, flag):
+        """Whether ``flag`` is true on any rank (collective)."""
+        if self.comm.Get_size() == 1:
+            return bool(flag)
+        return bool(self.comm.allreduce(bool(flag), op=MPI.LOR))
+
+    def sum(self, x):
+        """Sum of a float over the ranks (collective)."""
+        if self.comm.Get_size() == 1:
+            return float(x)
+        return float(self.comm.allreduce(float(x), op=MPI.SUM))
