@@ -318,6 +318,19 @@ def test_step_grid_lands_on_output_times():
                 0.1 + 6 * dt, 0.1 + 7 * dt, 0.1 + 8 * dt]
     assert seen == expected
 
+    # float32 output times are only known to float32 precision: linspace's 0.3 (which
+    # is 0.30000001192...) is the grid point 3*0.1, not a separate step 1e-8 after it.
+    seen.clear()
+    ts32 = torch.linspace(0, 1, 11, dtype=torch.float32)
+    bm = pnode.BrownianInterval(0.0, 1.0, size=(1, 1), entropy=0)
+    ys = pnode.sdeint(Rec(), torch.zeros(1, 1), ts32, bm=bm, method="euler", dt=0.1)
+    assert len(seen) == 10 and ys.shape == (11, 1, 1)
+    # The hint-less interval adopted the solver's grid: one tree cell per step.
+    assert bm._cells.count == 10
+    seen.clear()
+    pnode.sdeint(Rec(), torch.zeros(1, 1), ts32, method="euler", dt=0.03)
+    assert len(seen) == 40  # ceil(0.1 / 0.03) = 4 steps per output interval
+
 
 def test_default_bm_uses_torch_global_generator():
     sde = NeuralSDE("diagonal")
