@@ -202,6 +202,18 @@ def test_brownian_sequential_is_local_and_memory_bounded():
     assert live < 200
 
 
+def test_brownian_point_shortcut_is_node_bisection():
+    """Inside a cell, points are resolved on coefficients (one contraction); that must be
+    the same path as splitting the cell node by node."""
+    rng = random.Random(4)
+    queries = _random_intervals(rng, 30)
+    fast = pnode.BrownianInterval(0.0, 1.0, size=(3,), entropy=8, dt=0.1)
+    slow = pnode.BrownianInterval(0.0, 1.0, size=(3,), entropy=8, dt=0.1)
+    slow._by_points = False
+    for a, b in queries:
+        assert (fast(a, b) - slow(a, b)).abs().max() <= 1e-12
+
+
 def test_brownian_errors():
     with pytest.raises(ValueError, match="t0"):
         pnode.BrownianInterval(1.0, 0.0, size=(2,))

@@ -158,6 +158,7 @@ class BrownianInterval:
         self._last = self._root
         self._cache: OrderedDict = OrderedDict()
         self._queried = False
+        self._by_points = levy_area_approximation == "none"
         self._bitgen = np.random.Philox(key=0)
         self._npgen = np.random.Generator(self._bitgen)
 
@@ -296,7 +297,7 @@ class BrownianInterval:
         return left, right
 
     # ------------------------------------------------------------------ values
-    def _normals(self, seed, count):
+    def _seed_generator(self, seed):
         # Philox is counter-based: keying it with (stream, node seed) gives every node
         # its own independent stream with no state carried between nodes.
         self._bitgen.state = {
@@ -306,6 +307,9 @@ class BrownianInterval:
             "buffer": np.zeros(4, np.uint64), "buffer_pos": 4,
             "has_uint32": 0, "uinteger": 0,
         }
+
+    def _normals(self, seed, count):
+        self._seed_generator(seed)
         x = self._npgen.standard_normal((count,) + tuple(self._size), dtype=self._np_dtype)
         x = torch.from_numpy(x)
         if self._device.type != "cpu":
@@ -417,6 +421,10 @@ class BrownianInterval:
             if n.a == ta and n.b == tb:
                 self._last = n
                 return v
+            if self._by_points and n.j is not None and n.j - n.i == 1:
+                self._last = n
+                xb = v if tb == n.b else self._point(n, v, tb)
+                return xb if ta == n.a else xb - self._point(n, v, ta)
             m = self._mid(n)
             if m is None:
                 self._last = n
@@ -434,10 +442,63 @@ class BrownianInterval:
         acc_r = self._cover_to(right, vr, tb)
         return self._combine(acc_l, m - ta, acc_r, tb - m)
 
+    def _point(self, n, v, s):
+        """``W(s) - W(n.a)`` for a cell ``n`` with value ``v`` and ``n.a < s < n.b``.
+
+        The same bisection (Lévy's midpoint construction) as splitting the cell node by
+        node, with the same node seeds, but done on the coefficients: each endpoint of
+        the current interval is a linear combination of ``v`` and the normals of the
+        nodes visited so far, so the ~45 levels to float resolution cost scalar
+        arithmetic plus one normal draw per level, and a single tensor contraction.
+        Only used with ``levy_area_approximation="none"`` (the space-time area needs
+        the pairs (W, H) node by node).
+        """
+        key = (n.a, n.b, s)
+        x = self._cache_get(key)
+        if x is not None:
+            return x
+        lo, hi = n.a, n.b
+        c_lo, c_hi = [0.0], [1.0]  # W(lo) - W(n.a), W(hi) - W(n.a) on [v, xi_1, xi_2, ...]
+        seeds = []
+        seed, level = n.seed, n.level
+        while True:
+            m = lo + 0.5 * (hi - lo)
+            if not lo < m < hi or level >= _MAX_SUBCELL_LEVEL:
+                # Below float (or the depth cap's) resolution: interpolate linearly.
+                w = (s - lo) / (hi - lo)
+                c = [(1.0 - w) * a + w * b for a, b in zip(c_lo, c_hi)]
+                break
+            w = (m - lo) / (hi - lo)
+            c = [(1.0 - w) * a + w * b for a, b in zip(c_lo, c_hi)]
+            c.append(math.sqrt((m - lo) * (hi - m) / (hi - lo)))
+            seeds.append(seed)
+            if s == m:
+                break
+            if s < m:
+                hi, c_hi = m, c
+                c_lo.append(0.0)
+                seed = _mix64(seed ^ _LEFT)
+            else:
+                lo, c_lo = m, c
+                c_hi.append(0.0)
+                seed = _mix64(seed ^ _RIGHT)
+            level += 1
+        xi = np.empty((len(seeds),) + tuple(self._size), dtype=self._np_dtype)
+        for k, sd in enumerate(seeds):
+            self._seed_generator(sd)
+            self._npgen.standard_normal(out=xi[k], dtype=self._np_dtype)
+        noise = np.tensordot(np.asarray(c[1:len(seeds) + 1]), xi, axes=1)
+        x = torch.from_numpy(np.asarray(noise)).to(device=self._device, dtype=self._dtype)
+        x = x.add_(v, alpha=c[0])
+        self._cache_put(key, x)
+        return x
+
     def _cover_from(self, n, v, ta):
         """Value over ``[ta, n.b]`` for ``n.a <= ta < n.b``."""
         acc, acc_len = None, 0.0
         while n.a != ta:
+            if self._by_points and n.j is not None and n.j - n.i == 1:
+                return self._combine(v - self._point(n, v, ta), n.b - ta, acc, acc_len)
             m = self._mid(n)
             if m is None:
                 piece = self._partial(n, v, ta, n.b)
@@ -455,6 +516,9 @@ class BrownianInterval:
         """Value over ``[n.a, tb]`` for ``n.a < tb <= n.b``; leaves ``_last`` at the end."""
         acc, acc_len = None, 0.0
         while n.b != tb:
+            if self._by_points and n.j is not None and n.j - n.i == 1:
+                self._last = n
+                return self._combine(acc, acc_len, self._point(n, v, tb), tb - n.a)
             m = self._mid(n)
             if m is None:
                 piece = self._partial(n, v, n.a, tb)
