@@ -2,6 +2,7 @@
 import torch
 
 from .bridge import PETSC_DTYPE
+from .errors import SolverError
 
 
 class _ODEAdjoint(torch.autograd.Function):
@@ -12,6 +13,7 @@ class _ODEAdjoint(torch.autograd.Function):
         ys = solver.forward(layout, y0_flat, times, record=record)
         ctx.solver, ctx.layout, ctx.times = solver, layout, times
         ctx.run = solver._run
+        ctx.step_times = solver.step_times
         ctx.save_for_backward(y0_flat)
         return ys.to(device=layout.device, dtype=layout.dtype)
 
@@ -24,6 +26,12 @@ class _ODEAdjoint(torch.autograd.Function):
             # Same inputs, same accepted steps, so the gradient is this call's.
             (y0_flat,) = ctx.saved_tensors
             solver.forward(layout, y0_flat, ctx.times, record=True)
+            if not torch.equal(solver.step_times, ctx.step_times):
+                raise SolverError(
+                    f"re-solving for the backward pass took {len(solver.step_times) - 1} steps where the "
+                    f"forward took {len(ctx.step_times) - 1} (did the parameters change in between?)",
+                    reason="RESOLVE_MISMATCH", steps=len(solver.step_times) - 1)
+            solver.stats["recomputed_steps"] += solver.stats["steps"]
         grad_y0, grad_p = solver.backward(grad_ys.to(PETSC_DTYPE))
         params = solver._dyn.params
         grads, offset = [], 0

@@ -28,6 +28,23 @@ from .wiring import MassMatrix, Sizes, Wiring, form_of, new_vec
 
 _LIVE = weakref.WeakSet()  # solvers to close at interpreter exit (see close_all)
 
+
+class _RevolveOwner:
+    """PETSc's revolve keeps one schedule per process (a global-state C API), and
+    destroying any trajectory that used it resets it. So at most one solver holds a
+    revolve trajectory at a time: a new one takes over, the previous holder drops its
+    trajectory (its next backward re-solves first), and no stale trajectory is left for
+    the garbage collector to reset the schedule in the middle of another adjoint."""
+
+    holder = None
+
+    @classmethod
+    def take(cls, solver):
+        prev = cls.holder() if cls.holder is not None else None
+        if prev is not None and prev is not solver:
+            prev._drop_trajectory()
+        cls.holder = weakref.ref(solver)
+
 _STAT_KEYS = ("steps", "rejected_steps", "rhs_evals", "jvp_evals", "vjp_evals",
               "newton_iterations", "linear_iterations", "adjoint_steps",
               "recomputed_steps", "checkpoints", "checkpoint_bytes")
@@ -238,6 +255,18 @@ class ODESolver:
         opts.update({k: v for k, v in self.petsc_options.items() if k.startswith("ts_trajectory_")})
         return opts
 
+    @staticmethod
+    def _uses_revolve(traj):
+        limits = ("ts_trajectory_max_cps_ram", "ts_trajectory_max_cps_disk",
+                  "ts_trajectory_max_units_ram", "ts_trajectory_max_units_disk")
+        return any(k in traj or user_value(None, k) is not None for k in limits)
+
+    def _drop_trajectory(self):
+        """Give up the recorded trajectory (the next backward re-solves first)."""
+        if self._ts is not None:
+            self._ts.removeTrajectory()
+        self._record = False
+
     def _uses_replay(self, s, dt_option):
         """Binomial checkpointing that PETSc's revolve cannot bound (adaptive steps, or
         fixed steps off the output grid) runs through :mod:`pnode.replay`."""
@@ -359,6 +388,8 @@ class ODESolver:
             self._online = OnlineCheckpoints(self._slots)
             self._online.offer(0, y0)
         traj = self._trajectory_defaults() if trajectory else {}
+        if trajectory and self._uses_revolve(traj):
+            _RevolveOwner.take(self)
         with option_defaults(self.prefix, self._defaults()), option_defaults(None, traj):
             ts.removeTrajectory()
             if trajectory:

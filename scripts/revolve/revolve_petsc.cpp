@@ -2,7 +2,11 @@
 //
 // PETSc keeps one schedule (plus a second one for two-level disk stacks) in
 // global state, while the C++ class is an object: each family below owns one
-// instance.  The class's own action enum is translated into PETSc's codes, and
+// instance.  revolve_create_* replaces the instance; revolve_reset() is a
+// no-op on purpose: PETSc calls it whenever any trajectory that used revolve
+// is destroyed, and in a process with several solvers (or a garbage collector
+// destroying an old one) that would wipe the schedule another solver's
+// adjoint is in the middle of.  The class's own action enum is translated into PETSc's codes, and
 // RAM versus disk is decided by the class only for multistage schedules; the
 // other schedules never put checkpoints on disk (the class leaves its
 // placement vector unset for them).
@@ -49,7 +53,7 @@ Slot level1, level2;
 
 extern "C" {
 
-void revolve_reset(void) { level1.reset(); }
+void revolve_reset(void) {}
 
 void revolve_create_offline(int steps, int snaps) {
   level1.reset();
@@ -81,7 +85,7 @@ void revolve_turn(int final, int *capo, int *fine) {
   *fine = final;
 }
 
-void revolve2_reset(void) { level2.reset(); }
+void revolve2_reset(void) {}
 
 void revolve2_create_offline(int steps, int snaps) {
   level2.reset();
