@@ -4,7 +4,7 @@ What it measures, for a neural SDE with MLP drift and diagonal MLP diffusion
 (Stratonovich; batch 64, state 16, hidden 64, t in [0, 1], float32, torch on 1 thread):
 
 - time per training step: median wall time of forward solve + backward of a loss on
-  all output times, after one warm-up step; a fresh Brownian motion (each library's own
+  all output times, after one warm-up step, the methods taking turns; a fresh Brownian motion (each library's own
   BrownianInterval, with the step as hint) is created inside every timed step, as a
   training loop does;
 - drift evaluations per training step (forward + backward), counted on the module;
@@ -123,20 +123,28 @@ def setup(dtype=torch.float32):
 
 # ---------------------------------------------------------------------------- parts
 def time_methods(steps, repeats):
+    """Median time and drift evaluations per training step for every method.
+
+    The methods take turns (round robin over the repeats), so a slow patch on a shared
+    machine hits all of them alike instead of one.
+    """
     dt = 1.0 / steps
-    rows = {}
-    for name in METHODS:
-        sde, y0 = setup()
+    models = {name: setup() for name in METHODS}
+    for name, (sde, y0) in models.items():
         training_step(name, sde, y0, dt, seed=0)  # warm-up
-        times, evals = [], []
-        for r in range(repeats):
+    times = {name: [] for name in METHODS}
+    evals = {name: [] for name in METHODS}
+    for r in range(repeats):
+        for name, (sde, y0) in models.items():
             sde.f_evals = 0
             t = time.perf_counter()
             training_step(name, sde, y0, dt, seed=r + 1)
-            times.append(time.perf_counter() - t)
-            evals.append(sde.f_evals)
-        rows[name] = {"median_s": statistics.median(times), "min_s": min(times),
-                      "f_evals": statistics.median(evals)}
+            times[name].append(time.perf_counter() - t)
+            evals[name].append(sde.f_evals)
+    rows = {}
+    for name in METHODS:
+        rows[name] = {"median_s": statistics.median(times[name]), "min_s": min(times[name]),
+                      "f_evals": statistics.median(evals[name])}
         print(f"  {name}: {1e3 * rows[name]['median_s']:.1f} ms", file=sys.stderr)
     return rows
 
@@ -295,7 +303,7 @@ def report(args, timing, memory, grads, bm):
         "",
         f"## Training step (forward + backward), {steps} steps (dt = 1/{steps})",
         "",
-        f"Median of {args.repeats} steps after a warm-up. Peak memory: one training step in "
+        f"Median of {args.repeats} steps after a warm-up, the methods taking turns. Peak memory: one training step in "
         "its own process, peak resident memory above the resident memory before it.",
         "",
         "| method | time / step (ms) | vs pnode adjoint | drift evals / step | "
@@ -366,7 +374,7 @@ def main():
         args.bm_queries, args.bm_random = 2000, 100
     else:
         args.steps, args.memory_steps = 256, [256, 2048]
-        args.repeats = args.repeats or 7
+        args.repeats = args.repeats or 11
         args.bm_queries, args.bm_random = 10000, 300
     print("timing training steps ...", file=sys.stderr)
     timing = time_methods(args.steps, args.repeats)

@@ -105,7 +105,9 @@ def test_brownian_additive(levy, dt):
     rng = random.Random(2)
     bm = pnode.BrownianInterval(-1.0, 2.0, size=(3, 4), entropy=5, dt=dt,
                                 levy_area_approximation=levy)
-    for _ in range(20):
+    # The space-time area is split node by node (four normals per level): fewer points.
+    n_triples, n_points = (20, 200) if levy == "none" else (8, 60)
+    for _ in range(n_triples):
         a, b, c = sorted(rng.uniform(-1.0, 2.0) for _ in range(3))
         if levy == "none":
             wac, wab, wbc = bm(a, c), bm(a, b), bm(b, c)
@@ -122,7 +124,7 @@ def test_brownian_additive(levy, dt):
             assert torch.equal(w, wac)
             assert (u - (c - a) * (0.5 * wac + hac)).abs().max() <= 1e-14
     # A fine partition (a solver's pattern) adds up to the whole.
-    pts = [-1.0] + sorted(rng.uniform(-1.0, 2.0) for _ in range(200)) + [2.0]
+    pts = [-1.0] + sorted(rng.uniform(-1.0, 2.0) for _ in range(n_points)) + [2.0]
     total = sum(bm(a, b) if levy == "none" else bm(a, b, return_H=True)[0]
                 for a, b in zip(pts, pts[1:]))
     whole = bm(-1.0, 2.0) if levy == "none" else bm(-1.0, 2.0, return_H=True)[0]
@@ -463,7 +465,7 @@ _MEMORY_SCRIPT = textwrap.dedent("""
         noise_type, sde_type = "diagonal", "stratonovich"
         def __init__(self):
             super().__init__()
-            self.f_net = nn.Sequential(nn.Linear(4, 32), nn.Tanh(), nn.Linear(32, 4))
+            self.f_net = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 4))
             self.g_net = nn.Linear(4, 4)
         def f(self, t, y):
             return self.f_net(y)
@@ -475,7 +477,7 @@ _MEMORY_SCRIPT = textwrap.dedent("""
 
     torch.manual_seed(0)
     sde = S()
-    y0 = torch.randn(32, 4, requires_grad=True)
+    y0 = torch.randn(16, 4, requires_grad=True)
 
     def run(fn, steps):
         ys = fn(sde, y0, [0.0, 1.0], dt=1.0 / steps)
