@@ -3,11 +3,12 @@
 The data are paths of dX = theta (mu - X) dt + sigma dW (theta=2, mu=-0.5, sigma=0.6,
 X0 ~ N(1, 0.1^2)), simulated here with the exact OU transition. A neural SDE
 dY = f(t, Y) dt + g(t) o dW (MLP drift, diffusion an MLP of time only, so Stratonovich
-and Ito agree and f is directly comparable with the OU drift) is trained to
-reproduce the *distribution* of the paths: the loss is the 1-D Wasserstein-2 distance
-between model and data samples (sorted samples) of the values at every observation time
-and of the increments between consecutive observation times. Gradients come from pnode.sdeint_adjoint (reversible Heun): exact gradients of the
-discretised SDE with memory that does not grow with the number of steps.
+and Ito agree and f is directly comparable with the OU drift) is trained to reproduce
+the *distribution* of the paths: the loss is the 1-D Wasserstein-2 distance between
+model and data samples (sorted samples) of the values at every observation time and of
+the increments between consecutive observation times. Gradients come from
+pnode.sdeint_adjoint (reversible Heun): exact gradients of the discretised SDE with
+memory that does not grow with the number of steps.
 
 It shows: training a neural SDE end to end with pnode.sdeint_adjoint, the learned drift
 recovering the OU drift theta (mu - x) where the data live, and the model's mean and
@@ -20,12 +21,11 @@ mean +- std bands, the learned vs true drift, and the loss curve.
 import argparse
 import math
 import os
+import sys
 import time
 
 import torch
 from torch import nn
-
-import pnode
 
 THETA, MU, SIGMA = 2.0, -0.5, 0.6
 X0_MEAN, X0_STD = 1.0, 0.1
@@ -84,14 +84,19 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--steps", type=int, default=400, help="training iterations (default 400)")
-    p.add_argument("--batch", type=int, default=256, help="model and data paths per iteration")
+    p.add_argument("--batch", type=int, default=256, help="model and data paths per iteration (default 256)")
     p.add_argument("--dt", type=float, default=0.05, help="solver step (default 0.05)")
-    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate")
-    p.add_argument("--seed", type=int, default=0, help="seed for data, model and noise")
+    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default 0.01, cosine-decayed)")
+    p.add_argument("--seed", type=int, default=0, help="seed for data, model and noise (default 0)")
     p.add_argument("--no-adjoint", action="store_true",
                    help="backpropagate through the solver (pnode.sdeint) instead")
-    p.add_argument("--out", default="sde_fit.png", help="output PNG ('' for none)")
-    args, _petsc_args = p.parse_known_args(argv)  # pnode's PETSc reads -options itself
+    p.add_argument("--out", default="sde_fit.png", help="output PNG (default sde_fit.png; '' for none)")
+    args = p.parse_args(argv)
+    # pnode hands sys.argv to PETSc when imported; this example's options are not PETSc's
+    # (and the SDE solvers do not use PETSc), so keep them from being reported as unused.
+    sys.argv = sys.argv[:1]
+    global pnode
+    import pnode
 
     torch.manual_seed(args.seed)
     # The tensors are small: one thread avoids threading overhead (and contention).
