@@ -20,12 +20,12 @@ demo: $(STAMP)
 	$(PY) $(EXAMPLE)
 
 docs: $(STAMP)
-	@$(PY) -c "import mkdocs" 2>/dev/null || PNODE_EXTRAS=docs bash scripts/install.sh
-	$(PY) -m mkdocs build --strict
+	@$(PY) -c "import sphinx, myst_parser" 2>/dev/null || PNODE_EXTRAS=test,examples,docs bash scripts/install.sh
+	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf .venv site build *.egg-info .pytest_cache
+	rm -rf .venv docs/_build build *.egg-info .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

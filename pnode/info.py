@@ -44,7 +44,6 @@ def info_dict():
 
 
 def _configure_options():
-    from petsc4py import PETSc
     try:
         import os
         conf = __import__("petsc4py").get_config()

@@ -14,10 +14,14 @@ import petsc4py
 
 
 def _init_args(argv):
-    # `python -c ...` leaves sys.argv == ['-c']: that is no PETSc option.
-    if not argv or argv[0] in ("", "-c"):
-        return [sys.executable] + list(argv[1:])
-    return list(argv)
+    """PETSc's view of the command line: the program name and the single-dash options.
+
+    ``--long`` flags belong to the script's own argument parser (PETSc options have one
+    dash), so they are not handed to PETSc, which would report them as unused.
+    """
+    # `python -c ...` leaves sys.argv == ['-c']: that is no PETSc option either.
+    prog = sys.executable if not argv or argv[0] in ("", "-c") else argv[0]
+    return [prog] + [a for a in list(argv)[1:] if not a.startswith("--")]
 
 
 petsc4py.init(_init_args(sys.argv))

@@ -20,10 +20,10 @@ from .bridge import PETSC_DTYPE, StateLayout, vec_view, vec_write
 from .dynamics import Dynamics
 from .errors import CallbackTrap, SolverError, petsc_message
 from .methods import ADJOINT_TYPES, METHODS, get_method
-from .replay import OnlineCheckpoints, Replay, fits_fixed_grid
 from .options import option_defaults, user_value
-from .validate import check_options, check_t, check_tolerance
 from .parallel import Reducer, as_petsc
+from .replay import OnlineCheckpoints, Replay, fits_fixed_grid
+from .validate import check_options, check_t, check_tolerance
 from .wiring import MassMatrix, Sizes, Wiring, form_of, new_vec
 
 _LIVE = weakref.WeakSet()  # solvers to close at interpreter exit (see close_all)
@@ -44,6 +44,7 @@ class _RevolveOwner:
         if prev is not None and prev is not solver:
             prev._drop_trajectory()
         cls.holder = weakref.ref(solver)
+
 
 _STAT_KEYS = ("steps", "rejected_steps", "rhs_evals", "jvp_evals", "vjp_evals",
               "newton_iterations", "linear_iterations", "adjoint_steps",
@@ -359,11 +360,11 @@ class ODESolver:
         return out
 
     def forward(self, layout, y0_flat, times, record):
-        """Integrate; return the (len(t), n) float64 outputs. ``record`` keeps a trajectory."""
+        """Integrate; return the (len(t), n) float64 outputs. ``record`` keeps what the
+        adjoint needs (a PETSc trajectory, or pnode's own checkpoints)."""
         sign = 1.0 if len(times) < 2 or times[-1] > times[0] else -1.0
         s = [sign * x for x in times]
-        params = self.params
-        self._setup(layout, params, sign)
+        self._setup(layout, self.params, sign)
         ts, u = self._ts, self._u
         y0 = y0_flat.detach().to(PETSC_DTYPE)
         vec_write(u, y0)
@@ -373,6 +374,27 @@ class ODESolver:
         self._s = s
         if len(s) == 1:
             return y0.reshape(1, -1).clone()
+        trajectory = self._configure(s, y0, record)
+        self._recording = True
+        try:
+            self._run_petsc("forward solve", lambda: ts.solve(u))
+        except BaseException:
+            # a solve that failed half-way leaves PETSc's work vectors checked out:
+            # start the next call from fresh objects
+            self.close()
+            raise
+        finally:
+            self._recording = False
+        self._wiring.forget()
+        ys = self._outputs(s, times, sign)
+        if trajectory:
+            self._account_checkpoints(layout.numel)
+        return ys
+
+    def _configure(self, s, y0, record):
+        """Options, checkpointing mode and per-solve settings; returns whether a PETSc
+        trajectory records the forward sweep."""
+        ts = self._ts
         self._cleanup_disk()
         dt_option = (user_value(self.prefix, "ts_time_step") or user_value(self.prefix, "ts_dt")
                      or self.petsc_options.get("ts_time_step") or self.petsc_options.get("ts_dt"))
@@ -404,45 +426,35 @@ class ODESolver:
         ts.setTolerances(rtol=self.rtol, atol=self.atol)
         ts.setEvaluationTimes(s)
         ts.setTimeStep(self._first_dt(s, y0, dt_option))
-        self._recording = True
-        try:
-            self._run_petsc("forward solve", lambda: ts.solve(u))
-        except BaseException:
-            # a solve that failed half-way leaves PETSc's work vectors checked out:
-            # start the next call from fresh objects
-            self.close()
-            raise
-        finally:
-            self._recording = False
-        self._wiring.forget()
-        reason = ts.getConvergedReason()
+        return trajectory
+
+    def _outputs(self, s, times, sign):
+        """Statistics, step times and the states at the output times of a finished solve."""
+        ts = self._ts
         st = self.stats
         st["steps"] = ts.getStepNumber()
         st["rejected_steps"] = ts.getStepRejections()
         st["newton_iterations"] = ts.getSNESIterations()
         st["linear_iterations"] = ts.getKSPIterations()
         self.step_times = torch.tensor([sign * x for x in self._times], dtype=torch.float64)
+        time, steps = sign * ts.getTime(), ts.getStepNumber()
+        reason = ts.getConvergedReason()
         if reason < 0:
-            raise SolverError(
-                f"PETSc forward solve failed ({_reason_name(reason)}) at t={sign * ts.getTime():.6g} "
-                f"after {ts.getStepNumber()} steps", reason=_reason_name(reason),
-                time=sign * ts.getTime(), steps=ts.getStepNumber())
+            raise SolverError(f"PETSc forward solve failed ({_reason_name(reason)}) at t={time:.6g} "
+                              f"after {steps} steps", reason=_reason_name(reason), time=time, steps=steps)
         _, sols = ts.getEvaluationSolutions()
         if len(sols) != len(s):
             limit = self.options.get("max_num_steps")
-            why = (f"max_num_steps={limit} reached" if limit and ts.getStepNumber() >= limit
+            why = (f"max_num_steps={limit} reached" if limit and steps >= limit
                    else f"{len(sols)} of {len(s)} output times reached")
-            raise SolverError(f"PETSc forward solve stopped at t={sign * ts.getTime():.6g} before "
-                              f"t[-1]={times[-1]:.6g}: {why}", reason="MAX_STEPS" if limit else "INCOMPLETE",
-                              time=sign * ts.getTime(), steps=ts.getStepNumber())
+            raise SolverError(f"PETSc forward solve stopped at t={time:.6g} before t[-1]={times[-1]:.6g}: "
+                              f"{why}", reason="MAX_STEPS" if limit else "INCOMPLETE", time=time, steps=steps)
         ys = torch.stack([vec_view(v, "r").clone() for v in sols])
         if self._reducer.any(not bool(torch.isfinite(ys).all())):
             raise SolverError(f"the solution is not finite (NaN/Inf) by t={times[-1]:.6g}",
-                              reason="NAN", time=sign * ts.getTime(), steps=ts.getStepNumber())
+                              reason="NAN", time=time, steps=steps)
         step_of = {x: k for k, x in enumerate(self._times)}
         self._segments = [step_of[x] for x in s]
-        if trajectory:
-            self._account_checkpoints(layout.numel)
         return ys
 
     def _cleanup_disk(self):

@@ -188,11 +188,19 @@ elif ! have_petsc4py; then
 fi
 
 # ---------------------------------------------------------------- pnode itself
-if ! "$PY" -c 'import pnode, pytest' >/dev/null 2>&1 \
-   || [ "$ROOT/pyproject.toml" -nt "$VENV/.pnode-installed" ]; then
-  stage "pnode (editable, extras: $EXTRAS)"
-  logged pnode "${PIP[@]}" install --no-build-isolation -e "$ROOT[$EXTRAS]"
-  touch "$VENV/.pnode-installed"
+# Reinstall when pyproject.toml changed or extras are asked for that are not installed yet.
+STAMP_FILE="$VENV/.pnode-installed"
+have_extras=$(cat "$STAMP_FILE" 2>/dev/null || true)
+missing=""
+for e in ${EXTRAS//,/ }; do
+  case ",$have_extras," in *",$e,"*) ;; *) missing="$missing $e" ;; esac
+done
+if ! "$PY" -c 'import pnode' >/dev/null 2>&1 || [ -n "$missing" ] \
+   || [ "$ROOT/pyproject.toml" -nt "$STAMP_FILE" ]; then
+  all=$(printf '%s\n' ${have_extras//,/ } ${EXTRAS//,/ } | sort -u | paste -sd, -)
+  stage "pnode (editable, extras: $all)"
+  logged pnode "${PIP[@]}" install --no-build-isolation -e "$ROOT[$all]"
+  echo "$all" > "$STAMP_FILE"
 fi
 
 stage "done: $("$PY" -c 'import pnode; print("pnode", pnode.__version__)' 2>/dev/null)"
