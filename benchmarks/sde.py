@@ -4,9 +4,9 @@ What it measures, for a neural SDE with MLP drift and diagonal MLP diffusion
 (Stratonovich; batch 64, state 16, hidden 64, t in [0, 1], float32, torch on 1 thread):
 
 - time per training step: median wall time of forward solve + backward of a loss on
-  all output times, after one warm-up step, the methods taking turns; a fresh Brownian motion (each library's own
-  BrownianInterval, with the step as hint) is created inside every timed step, as a
-  training loop does;
+  all output times, after one warm-up step, the methods taking turns; a fresh Brownian
+  motion (each library's own BrownianInterval, with the step as hint) is created inside
+  every timed step, as a training loop does;
 - drift evaluations per training step (forward + backward), counted on the module;
 - peak memory: each (method, step count) runs in its OWN subprocess (``--worker``); the
   figure is the peak resident memory of one training step above the resident memory just
@@ -29,7 +29,6 @@ Prints a markdown report and writes it to docs/benchmarks_sde.md (``--out``).
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import random
@@ -50,7 +49,8 @@ METHODS = {
     # name: (library, solver, method, adjoint_method)
     "pnode sdeint_adjoint (reversible Heun)": ("pnode", "adjoint", "reversible_heun", None),
     "pnode sdeint (reversible Heun, backprop)": ("pnode", "backprop", "reversible_heun", None),
-    "torchsde sdeint (reversible Heun, backprop)": ("torchsde", "backprop", "reversible_heun", None),
+    "torchsde sdeint (reversible Heun, backprop)": ("torchsde", "backprop", "reversible_heun",
+                                                    None),
     "torchsde sdeint_adjoint (reversible Heun)": ("torchsde", "adjoint", "reversible_heun",
                                                   "adjoint_reversible_heun"),
     "torchsde sdeint_adjoint (midpoint)": ("torchsde", "adjoint", "midpoint", "midpoint"),
@@ -306,8 +306,9 @@ def report(args, timing, memory, grads, bm, load):
         "",
         f"## Training step (forward + backward), {steps} steps (dt = 1/{steps})",
         "",
-        f"Median of {args.repeats} steps after a warm-up, the methods taking turns. Peak memory: one training step in "
-        "its own process, peak resident memory above the resident memory before it.",
+        f"Median of {args.repeats} steps after a warm-up, the methods taking turns. Peak "
+        "memory: one training step in its own process, peak resident memory above the "
+        "resident memory before it.",
         "",
         "| method | time / step (ms) | vs pnode adjoint | drift evals / step | "
         + " | ".join(f"peak MiB, {s} steps" for s in mem_steps) + " |",

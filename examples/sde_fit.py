@@ -84,13 +84,16 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--steps", type=int, default=400, help="training iterations (default 400)")
-    p.add_argument("--batch", type=int, default=256, help="model and data paths per iteration (default 256)")
+    p.add_argument("--batch", type=int, default=256,
+                   help="model and data paths per iteration (default 256)")
     p.add_argument("--dt", type=float, default=0.05, help="solver step (default 0.05)")
-    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default 0.01, cosine-decayed)")
+    p.add_argument("--lr", type=float, default=1e-2,
+                   help="Adam learning rate (default 0.01, cosine-decayed)")
     p.add_argument("--seed", type=int, default=0, help="seed for data, model and noise (default 0)")
     p.add_argument("--no-adjoint", action="store_true",
                    help="backpropagate through the solver (pnode.sdeint) instead")
-    p.add_argument("--out", default="sde_fit.png", help="output PNG (default sde_fit.png; '' for none)")
+    p.add_argument("--out", default="sde_fit.png",
+                   help="output PNG (default sde_fit.png; '' for none)")
     args = p.parse_args(argv)
     # pnode hands sys.argv to PETSc when imported; this example's options are not PETSc's
     # (and the SDE solvers do not use PETSc), so keep them from being reported as unused.
@@ -108,7 +111,8 @@ def main(argv=None):
     torch.set_default_dtype(torch.float64)
     model = NeuralSDE()
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, args.steps), eta_min=args.lr / 10)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, args.steps),
+                                                       eta_min=args.lr / 10)
     solve = pnode.sdeint if args.no_adjoint else pnode.sdeint_adjoint
     try:
         from tqdm import trange

@@ -200,7 +200,8 @@ def _check_ts(ts):
         raise TypeError(f"ts must be real, got dtype {ts.dtype}")
     # Times given in low precision are only known to that precision: grid points that
     # coincide with them at it are merged (see grid.TimeGrid).
-    eps = 4 * torch.finfo(ts.dtype).eps if ts.is_floating_point() and ts.dtype != torch.float64 else 1e-13
+    low_precision = ts.is_floating_point() and ts.dtype != torch.float64
+    eps = 4 * torch.finfo(ts.dtype).eps if low_precision else 1e-13
     values = ts.detach().to("cpu", torch.float64).tolist()
     if not all(math.isfinite(t) for t in values):
         raise ValueError("ts must be finite")
@@ -282,7 +283,8 @@ class _CheckedFunctions(SDEFunctions):
     def _check_f(self, f, y):
         if not isinstance(f, torch.Tensor) or f.shape != y.shape:
             shape = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
-            raise ValueError(f"sde.f returned shape {shape} but the state has shape {tuple(y.shape)}")
+            raise ValueError(f"sde.f returned shape {shape} but the state has shape "
+                             f"{tuple(y.shape)}")
         self._f_ok = True
 
     def _check_g(self, g, y):
@@ -295,7 +297,8 @@ class _CheckedFunctions(SDEFunctions):
         elif nt == "scalar":
             ok, want = tuple(g.shape) == (b, d, 1), f"(batch, d, 1) = {(b, d, 1)}"
         else:
-            ok, want = g.dim() == 3 and tuple(g.shape[:2]) == (b, d), f"(batch, d, m) = {(b, d)} + (m,)"
+            ok = g.dim() == 3 and tuple(g.shape[:2]) == (b, d)
+            want = f"(batch, d, m) = {(b, d)} + (m,)"
         if not ok:
             raise ValueError(f"sde.g returned shape {tuple(g.shape)} but noise_type={nt!r} "
                              f"needs {want}")

@@ -113,19 +113,22 @@ class BrownianInterval:
         try:
             size = tuple(int(s) for s in size)
         except TypeError:
-            raise TypeError(f"BrownianInterval: size must be a tuple of ints, got {size!r}") from None
+            raise TypeError(f"BrownianInterval: size must be a tuple of ints, "
+                            f"got {size!r}") from None
         if any(s < 0 for s in size):
             raise ValueError(f"BrownianInterval: size must be non-negative, got {size}")
         if dtype is None:
             dtype = torch.get_default_dtype()
         if dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"BrownianInterval: dtype must be torch.float32 or torch.float64, got {dtype}")
+            raise TypeError("BrownianInterval: dtype must be torch.float32 or torch.float64, "
+                            f"got {dtype}")
         if levy_area_approximation not in _LEVY_AREA_APPROXIMATIONS:
             raise ValueError(
                 "BrownianInterval: levy_area_approximation must be one of "
                 f"{list(_LEVY_AREA_APPROXIMATIONS)}, got {levy_area_approximation!r}")
         if not isinstance(cache_size, int) or cache_size < 4:
-            raise ValueError(f"BrownianInterval: cache_size must be an int >= 4, got {cache_size!r}")
+            raise ValueError("BrownianInterval: cache_size must be an int >= 4, "
+                             f"got {cache_size!r}")
         if entropy is None:
             entropy = int(torch.randint(0, 2**62, (), dtype=torch.int64))
         if not isinstance(entropy, (int, np.integer)) or isinstance(entropy, bool):
@@ -152,7 +155,8 @@ class BrownianInterval:
 
         # SeedSequence hashes an arbitrary-size integer into well-mixed words: one word
         # keys the whole path's stream family, another seeds the root node.
-        words = np.random.SeedSequence(abs(self._entropy) * 2 + (self._entropy < 0)).generate_state(2, np.uint64)
+        folded = abs(self._entropy) * 2 + (self._entropy < 0)  # SeedSequence wants >= 0
+        words = np.random.SeedSequence(folded).generate_state(2, np.uint64)
         self._stream = int(words[0])
         root_seed = int(words[1])
         self._root = _Node(t0, t1, 0, self._cells.count, 0, root_seed, None)
@@ -594,7 +598,8 @@ def _cell_count(t0, t1, dt):
 def _as_time(t, name):
     if isinstance(t, torch.Tensor):
         if t.numel() != 1:
-            raise ValueError(f"{name} must be a scalar time, got a tensor of shape {tuple(t.shape)}")
+            raise ValueError(f"{name} must be a scalar time, got a tensor of shape "
+                             f"{tuple(t.shape)}")
         t = t.item()
     try:
         t = float(t)
