@@ -6,6 +6,8 @@ its derivatives. Public API:
 - :func:`odeint` / :func:`odeint_adjoint` (torchdiffeq-compatible),
 - :class:`ODESolver` (reusable solver object), :class:`ODEBlock` (``nn.Module``),
 - :class:`Checkpoint` (memory/recomputation trade-off), :class:`SolverError`,
+- :func:`sdeint` / :func:`sdeint_adjoint` / :class:`BrownianInterval` (neural SDEs,
+  reversible Heun with an O(1)-memory exact adjoint),
 - :func:`info` (versions and build facts).
 """
 import atexit as _atexit
@@ -18,9 +20,10 @@ from .errors import SolverError
 from .info import info
 from .methods import METHODS
 from .odeint import odeint, odeint_adjoint
+from .sde import BrownianInterval, sdeint, sdeint_adjoint
 from .solver import ODESolver, close_all
 
 _atexit.register(close_all)
 
 __all__ = ["__version__", "odeint", "odeint_adjoint", "ODESolver", "ODEBlock", "Checkpoint",
-           "SolverError", "info", "METHODS"]
+           "SolverError", "info", "METHODS", "sdeint", "sdeint_adjoint", "BrownianInterval"]
