@@ -46,7 +46,8 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None,
         rtol, atol: adaptive step tolerances.
         method: integrator name (default ``dopri5``); see ``pnode.methods.METHODS``.
         options: ``step_size``, ``first_step``, ``max_num_steps`` and, for implicit
-            methods, ``theta``, ``endpoint``, ``func_explicit``, ``mass``.
+            methods, ``theta``, ``endpoint``, ``func_explicit``, ``mass``, ``jacobian``,
+            ``preconditioner`` (see :class:`pnode.ODESolver`).
         adjoint_params: tensors to differentiate (default: parameters of ``func``).
         checkpoint: :class:`pnode.Checkpoint` (default: store all).
         petsc_options: PETSc options used as defaults for this solve.

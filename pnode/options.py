@@ -16,12 +16,20 @@ import petsc4py
 def _init_args(argv):
     """PETSc's view of the command line: the program name and the single-dash options.
 
-    ``--long`` flags belong to the script's own argument parser (PETSc options have one
-    dash), so they are not handed to PETSc, which would report them as unused.
+    ``--long`` flags (and the value after one) belong to the script's own argument parser
+    (PETSc options have one dash), so they are not handed to PETSc, which would report
+    them as unused or read the value as another option's.
     """
     # `python -c ...` leaves sys.argv == ['-c']: that is no PETSc option either.
     prog = sys.executable if not argv or argv[0] in ("", "-c") else argv[0]
-    return [prog] + [a for a in list(argv)[1:] if not a.startswith("--")]
+    args, rest = [prog], list(argv)[1:]
+    while rest:
+        a = rest.pop(0)
+        if not a.startswith("--"):
+            args.append(a)
+        elif "=" not in a and rest and not rest[0].startswith("-"):
+            rest.pop(0)  # the --flag's value (`--iters 300`), not a PETSc option value
+    return args
 
 
 petsc4py.init(_init_args(sys.argv))

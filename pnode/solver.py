@@ -66,7 +66,11 @@ class ODESolver:
         method: integrator name (see :mod:`pnode.methods`; default ``dopri5``).
         rtol, atol: tolerances of adaptive step control (ignored for fixed steps).
         options: dict; ``step_size`` (fixed steps), ``first_step``, ``max_num_steps``,
-            and for implicit methods ``theta``, ``endpoint``, ``func_explicit``, ``mass``.
+            and for implicit methods ``theta``, ``endpoint``, ``func_explicit`` (IMEX:
+            the explicit part), ``mass`` (``M`` in ``M y' = f``), ``jacobian="dense"``
+            (assemble ``shift*M - J`` for LU instead of matrix-free Newton-Krylov) and
+            ``preconditioner`` (``prec(t, y, shift, r, transpose) -> z`` approximating
+            ``(shift*M - J)^{-1} r``, or its transpose).
         checkpoint: a :class:`pnode.Checkpoint`, a strategy name, or None (store all).
         petsc_options: dict of PETSc options (without the dash) used as defaults under
             this solver's prefix, e.g. ``{"ts_monitor": None}``.
@@ -75,8 +79,14 @@ class ODESolver:
         adjoint_params: tensors to differentiate with respect to (default: the
             parameters of ``func`` and ``options["func_explicit"]``).
 
-    After a call, :attr:`stats` holds counters of the last forward (and backward) pass
-    and :attr:`step_times` the accepted step boundaries (user time units).
+    Attributes:
+        stats: dict of counters from the last forward (and backward) pass: ``steps``,
+            ``rejected_steps``, ``rhs_evals``, ``jvp_evals``, ``vjp_evals``,
+            ``newton_iterations``, ``linear_iterations``, ``adjoint_steps``,
+            ``recomputed_steps``, ``checkpoints`` (most states held at once),
+            ``checkpoint_bytes``.
+        step_times: 1-D float64 tensor of the accepted step boundaries of the last
+            solve, from ``t[0]`` to ``t[-1]`` inclusive (user time units).
     """
 
     def __init__(self, func, *, method=None, rtol=1e-7, atol=1e-9, options=None,
@@ -221,10 +231,12 @@ class ODESolver:
     def _defaults(self):
         """The code-level option defaults of this solver (command line wins)."""
         m = self.method
-        opts = {"ts_type": m.ts_type}
+        opts = {"ts_type": m.ts_type, "ts_rtol": self.rtol, "ts_atol": self.atol}
+        if "max_num_steps" in self.options:
+            opts["ts_max_steps"] = self.options["max_num_steps"]
         if m.subtype is not None:
             opts[f"ts_{m.ts_type}_type"] = m.subtype
-        if m.ts_type == "theta":
+        if m.ts_type == "theta" and self._effective_type() == "theta":
             opts["ts_theta_theta"] = self.options.get("theta", 0.5)
             opts["ts_theta_endpoint"] = bool(self.options.get("endpoint", False))
         fixed = "step_size" in self.options or not m.adaptive
@@ -422,8 +434,6 @@ class ODESolver:
         ts.setTime(s[0])
         ts.setStepNumber(0)
         ts.setMaxTime(s[-1])
-        ts.setMaxSteps(int(self.options.get("max_num_steps", 2**31 - 1)))
-        ts.setTolerances(rtol=self.rtol, atol=self.atol)
         ts.setEvaluationTimes(s)
         ts.setTimeStep(self._first_dt(s, y0, dt_option))
         return trajectory

@@ -113,7 +113,8 @@ def sdeint_adjoint(sde, y0, ts, bm=None, method="reversible_heun", dt=1e-3, *,
         adjoint_params: tensors to differentiate with respect to (besides ``y0``);
             default ``sde.parameters()``. Tensors used by ``sde`` but not listed get no
             gradient.
-        Other arguments as for :func:`sdeint`.
+
+    The other arguments are as for :func:`sdeint`.
 
     Returns:
         Tensor of shape ``(len(ts), b, d)``.
