@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 .PHONY: install test test-mpi demo docs bench clean
 
-$(STAMP): scripts/install.sh pyproject.toml
+$(STAMP): scripts/install.sh pyproject.toml $(wildcard scripts/revolve/*)
 	bash scripts/install.sh
 	@touch $(STAMP)
 

@@ -147,23 +147,33 @@ relocate() {
   done
 }
 
+petsc_key() {
+  # Everything the PETSc build depends on: the version, the configure options (which name
+  # the revolve build, itself keyed by our adapter's sources), MPI, Python, the machine.
+  local mpiver pyver
+  mpiver=$("${PIP[@]}" show mpich 2>/dev/null | awk '/^Version/{print $2}')
+  pyver=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  printf '%s\n' "$PETSC_VERSION" "$1" "mpich-$mpiver" "py$pyver" "$(uname -m)" | sha256sum | cut -c1-16
+}
+
 if [ "${PNODE_SYSTEM_PETSC4PY:-0}" = 1 ]; then
   have_petsc4py || die "PNODE_SYSTEM_PETSC4PY=1 but $PYTHON has no petsc4py >= 3.23"
-elif ! have_petsc4py; then
-  if [ -n "${PETSC_DIR:-}" ]; then
+elif [ -n "${PETSC_DIR:-}" ]; then
+  if ! have_petsc4py; then
     stage "petsc4py against PETSC_DIR=$PETSC_DIR PETSC_ARCH=${PETSC_ARCH:-}"
     logged petsc4py "${PIP[@]}" install --no-build-isolation --no-deps "petsc4py==$PETSC_VERSION"
-  else
-    REVOLVE=$(build_revolve)
-    opts="--with-fc=0 --with-debugging=0 COPTFLAGS=-O2 CXXOPTFLAGS=-O2"
-    opts="$opts --with-revolve-include=$REVOLVE/include --with-revolve-lib=$REVOLVE/lib/librevolve.a"
-    if [ "$CUDA" = 1 ]; then
-      command -v nvcc >/dev/null || die "--cuda needs nvcc on PATH"
-      opts="$opts --with-cuda=1 --with-cudac=$(command -v nvcc)"
-    fi
-    mpiver=$("${PIP[@]}" show mpich 2>/dev/null | awk '/^Version/{print $2}')
-    pyver=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-    key=$(printf '%s\n' "$PETSC_VERSION" "$opts" "mpich-$mpiver" "py$pyver" "$(uname -m)" | sha256sum | cut -c1-16)
+  fi
+else
+  REVOLVE=$(build_revolve)
+  opts="--with-fc=0 --with-debugging=0 COPTFLAGS=-O2 CXXOPTFLAGS=-O2"
+  opts="$opts --with-revolve-include=$REVOLVE/include --with-revolve-lib=$REVOLVE/lib/librevolve.a"
+  if [ "$CUDA" = 1 ]; then
+    command -v nvcc >/dev/null || die "--cuda needs nvcc on PATH"
+    opts="$opts --with-cuda=1 --with-cudac=$(command -v nvcc)"
+  fi
+  key=$(petsc_key "$opts")
+  # (Re)install when petsc4py is missing or was built from other sources/options.
+  if ! have_petsc4py || [ "$(cat "$VENV/.petsc-key" 2>/dev/null)" != "$key" ]; then
     WHEELS="$CACHE/wheels/petsc-$PETSC_VERSION-$key"
     mkdir -p "$WHEELS"
     export MPICC="$VENV/bin/mpicc" MPICXX="$VENV/bin/mpicxx"
@@ -173,7 +183,7 @@ elif ! have_petsc4py; then
         -w "$WHEELS" "petsc==$PETSC_VERSION"
     fi
     stage "installing PETSc wheel from $WHEELS"
-    logged petsc-install "${PIP[@]}" install --no-deps "$WHEELS"/petsc-*.whl
+    logged petsc-install "${PIP[@]}" install --force-reinstall --no-deps "$WHEELS"/petsc-*.whl
     if ! ls "$WHEELS"/petsc4py-*.whl >/dev/null 2>&1; then
       stage "petsc4py $PETSC_VERSION from source (about 5 min; log: $LOGDIR/petsc4py.log)"
       # No build isolation: build against the PETSc just installed, not a fresh copy.
@@ -181,11 +191,12 @@ elif ! have_petsc4py; then
         -w "$WHEELS" "petsc4py==$PETSC_VERSION"
     fi
     stage "installing petsc4py wheel"
-    logged petsc4py-install "${PIP[@]}" install --no-deps "$WHEELS"/petsc4py-*.whl
+    logged petsc4py-install "${PIP[@]}" install --force-reinstall --no-deps "$WHEELS"/petsc4py-*.whl
     relocate
+    echo "$key" > "$VENV/.petsc-key"
   fi
-  have_petsc4py || die "petsc4py does not import; see $LOGDIR"
 fi
+have_petsc4py || die "petsc4py does not import; see $LOGDIR"
 
 # ---------------------------------------------------------------- pnode itself
 # Reinstall when pyproject.toml changed or extras are asked for that are not installed yet.
