@@ -5,7 +5,7 @@ one run, ratios against the peers measured alongside); this script runs them one
 another (never in parallel: they time things) and concatenates their pages, headline
 first, into ``docs/benchmarks.md``.
 
-    python benchmarks/run_all.py [--quick] [--only explicit,stiff,...]
+    python benchmarks/run_all.py [--quick] [--only explicit,stiff,...] [--assemble-only]
 """
 import argparse
 import os
@@ -31,12 +31,14 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="pass --quick to every benchmark")
     p.add_argument("--only", default="", help="comma-separated subset of: " + ", ".join(ORDER))
+    p.add_argument("--assemble-only", action="store_true",
+                   help="run nothing; rebuild docs/benchmarks.md from the existing sections")
     args = p.parse_args()
     names = [n for n in ORDER if os.path.exists(os.path.join(HERE, f"{n}.py"))]
     if args.only:
         names = [n for n in names if n in args.only.split(",")]
     failed = []
-    for name in names:
+    for name in [] if args.assemble_only else names:
         cmd = [sys.executable, os.path.join(HERE, f"{name}.py")] + (["--quick"] if args.quick else [])
         print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
         start = time.time()
