@@ -307,7 +307,9 @@ class CNF(nn.Module):
         return dict(solver.stats) if solver is not None else {}
 
     def _like(self):
-        p = next(self.parameters())
+        p = next(self.parameters(), None)
+        if p is None:  # a parameter-free custom field
+            return dict(dtype=torch.float64, device=torch.device("cpu"))
         return dict(dtype=p.dtype, device=p.device)
 
     def _draw(self, n, gen):
