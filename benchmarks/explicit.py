@@ -270,8 +270,8 @@ def warmup_end(case):
 def anon_kb():
     """Anonymous resident memory (heap, tensors, PETSc Vecs) of this process, in KiB.
 
-    File-backed pages (the text of libtorch, PETSc) are left out: the kernel may drop and
-    re-read them at any time, which made total-RSS peaks vary by tens of MB between runs.
+    File-backed pages (the code of libtorch and PETSc) are left out: they are not the
+    solver's data, and the kernel may drop and re-read them at any time.
     """
     with open("/proc/self/status") as fh:
         for line in fh:
