@@ -115,7 +115,8 @@ fi
 build_revolve() {
   # PETSc calls a global-state C API; the Revolve class in the pyrevolve sdist is an
   # object. scripts/revolve/ holds our adapter; the class's sources come from the sdist.
-  local dir="$CACHE/revolve-$PYREVOLVE_VERSION-$(sha256sum "$ROOT"/scripts/revolve/* | sha256sum | cut -c1-12)"
+  # keyed by the adapter's contents (not its path: clones elsewhere share the cache)
+  local dir="$CACHE/revolve-$PYREVOLVE_VERSION-$(cat "$ROOT"/scripts/revolve/* | sha256sum | cut -c1-12)"
   if [ ! -f "$dir/lib/librevolve.a" ]; then
     stage "revolve (adapter + Revolve class from pyrevolve $PYREVOLVE_VERSION sdist)" >&2
     local tmp; tmp=$(mktemp -d)

@@ -161,3 +161,23 @@ def test_checkpoint_options_from_the_command_line_are_honoured():
             assert s.stats["recomputed_steps"] == revolve_optimum(20, 3) == 26  # revolve is linked and used
     finally:
         db.delValue("-ts_trajectory_max_cps_ram")
+
+
+def test_two_revolve_solvers_interleaved():
+    """PETSc's revolve schedule is process-global: forward A, forward B, backward B,
+    backward A must still give A its own gradient (A re-solves before its adjoint)."""
+    fa, fb = make_func(8), make_func(9)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    ck = pnode.Checkpoint("binomial", max_ram=3)
+    refs = [gradient(f, None, "rk4", t=t, options={"step_size": 0.05})[0] for f in (fa, fb)]
+    y0 = torch.randn(2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    w = torch.randn(len(t), 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    with pnode.ODESolver(fa, method="rk4", options={"step_size": 0.05}, checkpoint=ck) as sa, \
+         pnode.ODESolver(fb, method="rk4", options={"step_size": 0.05}, checkpoint=ck) as sb:
+        ya, yb = y0.clone().requires_grad_(True), y0.clone().requires_grad_(True)
+        la, lb = (w * sa(ya, t)).sum(), (w * sb(yb, t)).sum()
+        gb = torch.autograd.grad(lb, [yb, *fb.parameters()])
+        ga = torch.autograd.grad(la, [ya, *fa.parameters()])
+        assert sa.stats["recomputed_steps"] >= 20  # A re-solved its forward first
+    for g, ref in zip((ga, gb), refs):
+        assert rel_err(torch.cat([x.reshape(-1) for x in g]), ref) <= 1e-12
