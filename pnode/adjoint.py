@@ -33,6 +33,9 @@ class _ODEAdjoint(torch.autograd.Function):
                     reason="RESOLVE_MISMATCH", steps=len(solver.step_times) - 1)
             solver.stats["recomputed_steps"] += solver.stats["steps"]
         grad_y0, grad_p = solver.backward(grad_ys.to(PETSC_DTYPE))
+        # The trajectory has served its one adjoint: free it now rather than at the next
+        # forward (with recompute_forward, L blocks would otherwise all hold theirs).
+        solver._drop_trajectory()
         params = solver._dyn.params
         grads, offset = [], 0
         for p in params:

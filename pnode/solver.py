@@ -243,9 +243,14 @@ class ODESolver:
         opts["ts_adapt_type"] = "none" if fixed else "basic"
         if m.implicit:
             # Tight nonlinear and linear solves: the adjoint is exact for the solution the
-            # Newton iteration returns, so let that be the discrete solution to round-off.
-            opts.update(snes_rtol=1e-10, snes_atol=1e-12, snes_stol=1e-14, ksp_rtol=1e-12,
-                        ksp_atol=1e-14, snes_max_it=50)
+            # Newton iteration returns, so let that be the discrete solution to round-off
+            # (to what a float32 model can resolve, for float32 models).
+            if self._dyn.layout.dtype == torch.float32:
+                opts.update(snes_rtol=1e-5, snes_atol=1e-6, snes_stol=1e-8, ksp_rtol=1e-6, ksp_atol=1e-8)
+            else:
+                opts.update(snes_rtol=1e-10, snes_atol=1e-12, snes_stol=1e-14, ksp_rtol=1e-12,
+                            ksp_atol=1e-14)
+            opts["snes_max_it"] = 50
             if self.options.get("jacobian") == "dense":
                 opts.update(ksp_type="preonly", pc_type="lu")
             else:
@@ -275,9 +280,10 @@ class ODESolver:
         return any(k in traj or user_value(None, k) is not None for k in limits)
 
     def _drop_trajectory(self):
-        """Give up the recorded trajectory (the next backward re-solves first)."""
+        """Give up the recorded trajectory or checkpoints (a later backward re-solves)."""
         if self._ts is not None:
             self._ts.removeTrajectory()
+        self._online = None
         self._record = False
 
     def _uses_replay(self, s, dt_option):

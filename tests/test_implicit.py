@@ -256,3 +256,16 @@ def test_user_preconditioner_hook_is_used():
         g_ref = torch.autograd.grad(s(y, t)[-1].sum(), [y])[0]
     assert calls["apply"] > 0 and calls["transpose"] > 0
     assert rel_err(g, g_ref) <= 1e-8
+
+
+def test_float32_model_with_implicit_method():
+    """Newton tolerances follow the model's precision: a float32 model converges."""
+    out = []
+    for dtype in (torch.float64, torch.float32):
+        func = Stiffish(seed=14).to(dtype)
+        y = torch.randn(2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(15)).to(dtype)
+        y.requires_grad_(True)
+        ys = pnode.odeint(func, y, torch.tensor([0.0, 1.0], dtype=dtype), method="crank_nicolson",
+                          options={"step_size": 0.1})
+        out.append(torch.autograd.grad(ys[-1].pow(2).sum(), [y])[0].double())
+    assert rel_err(out[1], out[0]) <= 1e-4
