@@ -21,7 +21,8 @@ def mpirun(n, *args, timeout=240):
 
 def test_mpiexec_runs_mpi4py():
     out = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-c",
-                          "from mpi4py import MPI; c = MPI.COMM_WORLD; print(c.allreduce(c.rank + 1))"],
+                          "from mpi4py import MPI; c = MPI.COMM_WORLD; v = c.gather(c.allreduce(c.rank + 1));"
+                          "c.rank == 0 and print(*v)"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["3", "3"]
