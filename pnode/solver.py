@@ -117,6 +117,7 @@ class ODESolver:
         self._run = 0
         self._recording = False
         self._replay = False
+        self._fixed_dt = None
         self._online = None
         self._disk_dir = None
         self._trap = CallbackTrap(collective=self.comm.getSize() > 1)
@@ -184,8 +185,10 @@ class ODESolver:
         return (user_value(self.prefix, "ts_type") or self.petsc_options.get("ts_type")
                 or self.method.ts_type)
 
-    def _setup(self, layout, params, time_sign):
-        """Create (or reuse) the TS and its wiring for this state size and TS type."""
+    def _setup(self, layout, params, time_sign, n_out):
+        """Create (or reuse) the TS and its wiring for this state size, TS type and
+        number of output times (PETSc 3.26's TSSetEvaluationTimes frees, and does not
+        reallocate, its arrays when the count changes: a new count needs a new TS)."""
         n, n_p = layout.numel, sum(p.numel() for p in params)
         ts_type = self._effective_type()
         form = form_of(ts_type)
@@ -205,7 +208,7 @@ class ODESolver:
                               joint_vjp=False, name="options['func_explicit']")
         self._dyn_ex = dyn_ex
         sizes = Sizes(self.comm, n, n_p, self._reducer)
-        config = (sizes.key(), form)
+        config = (sizes.key(), form, n_out)
         if self._ts is not None and self._config == config:
             self._wiring.rebind(self._dyn, dyn_ex)
             return
@@ -313,10 +316,22 @@ class ODESolver:
     def _post_step(self, ts):
         if self._recording:
             self._times.append(ts.getTime())
+            if self._fixed_dt is not None:
+                self._next_fixed_step(ts)
             if self._online is not None:
                 self._online.offer(ts.getStepNumber(), vec_view(ts.getSolution(), "r"))
         else:  # the adjoint re-taking a forward step from a checkpoint
             self.stats["recomputed_steps"] += 1
+
+    def _next_fixed_step(self, ts):
+        """With fixed steps, PETSc keeps a step that was shortened to land on an output
+        time; take the full step again, shortened only to land on the next output time."""
+        t = ts.getTime()
+        nxt = next((x for x in self._s if x > t), None)
+        if nxt is not None:
+            gap = nxt - t
+            h = self._fixed_dt
+            ts.setTimeStep(gap if h >= gap or abs(h - gap) <= 1e-12 * abs(gap) else h)
 
     def _run_petsc(self, what, fn):
         """Call a PETSc driver; re-raise a callback's exception unchanged.
@@ -382,7 +397,7 @@ class ODESolver:
         adjoint needs (a PETSc trajectory, or pnode's own checkpoints)."""
         sign = 1.0 if len(times) < 2 or times[-1] > times[0] else -1.0
         s = [sign * x for x in times]
-        self._setup(layout, self.params, sign)
+        self._setup(layout, self.params, sign, len(s))
         ts, u = self._ts, self._u
         y0 = y0_flat.detach().to(PETSC_DTYPE)
         vec_write(u, y0)
@@ -441,7 +456,11 @@ class ODESolver:
         ts.setStepNumber(0)
         ts.setMaxTime(s[-1])
         ts.setEvaluationTimes(s)
-        ts.setTimeStep(self._first_dt(s, y0, dt_option))
+        dt = self._first_dt(s, y0, dt_option)
+        ts.setTimeStep(dt)
+        adapt = (user_value(self.prefix, "ts_adapt_type") or self.petsc_options.get("ts_adapt_type")
+                 or self._defaults()["ts_adapt_type"])
+        self._fixed_dt = dt if adapt == "none" else None
         return trajectory
 
     def _outputs(self, s, times, sign):

@@ -272,3 +272,20 @@ def test_solver_is_usable_after_a_failed_solve():
             s(torch.full((3,), 10.0, dtype=torch.float64), T01)
         ys = s(torch.full((3,), 0.1, dtype=torch.float64), T01)
         assert abs(float(ys[-1, 0]) - 1 / 9) < 1e-6  # y' = y^2, y(0) = 0.1: y(1) = 1/9
+
+
+def test_changing_the_number_of_output_times():
+    """PETSc 3.26 cannot resize evaluation times in place (it crashed): pnode rebuilds."""
+    y0 = torch.ones(3, dtype=torch.float64)
+    for n in (2, 6, 3):
+        ys = pnode.odeint(decay, y0, torch.linspace(0, 1, n, dtype=torch.float64))
+        assert ys.shape == (n, 3) and abs(float(ys[-1, 0]) - 0.36787944117) < 1e-6
+
+
+def test_fixed_step_survives_a_short_first_output_interval():
+    with pnode.ODESolver(decay, method="rk4", options={"step_size": 0.1}) as s:
+        s(torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 0.001, 1.0], dtype=torch.float64))
+        assert s.stats["steps"] == 11  # 0.001, then full 0.1 steps, the last one shortened
+    with pnode.ODESolver(decay, method="rk4") as s:  # no step_size: one step per interval
+        s(torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 0.01, 1.0], dtype=torch.float64))
+        assert s.stats["steps"] == 2
