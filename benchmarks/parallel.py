@@ -80,6 +80,39 @@ def worker(case, iters, warmup, out, batch_div=1):
             json.dump(dict(walls=walls, cpus=cpus, losses=losses, steps=steps, ranks=comm.size), f)
 
 
+def calibrate():
+    """Run under mpiexec: every rank times the same fixed matmul loop (weak scaling)."""
+    import torch
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    torch.set_num_threads(1)
+    a = torch.randn(300, 300, dtype=torch.float64)
+    walls = []
+    for _ in range(9):
+        comm.Barrier()
+        w0 = time.perf_counter()
+        for _ in range(100):
+            a @ a
+        comm.Barrier()
+        walls.append(time.perf_counter() - w0)
+    if comm.rank == 0:
+        print(json.dumps(statistics.median(walls)))
+
+
+def machine_check():
+    """Median wall time of the fixed per-rank matmul loop on 1 and 2 ranks."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = {}
+    for n in (1, 2):
+        proc = subprocess.run([MPIEXEC, "-n", str(n), sys.executable, os.path.abspath(__file__), "--calibrate"],
+                              capture_output=True, text=True, env=env, timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stdout + proc.stderr)
+        out[n] = float(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
 def launch(case, ranks, iters, warmup, batch_div=1):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.json")
@@ -150,6 +183,16 @@ def table(results, args, load_start):
     return "\n".join(lines) + "\n"
 
 
+def check_table(before, after):
+    lines = ["", "Machine check (weak scaling): every rank runs the same 100 products of 300x300 float64 "
+             "matrices. On two free cores, 2 ranks take as long as 1 (ratio 1.0); a ratio near 2 means the "
+             "two ranks effectively shared one core, and the 2-rank rows above are slowed by as much.", "",
+             "| when | 1 rank, s | 2 ranks, s | ratio 2 ranks / 1 rank |", "|---|---:|---:|---:|"]
+    for when, r in (("before the runs", before), ("after the runs", after)):
+        lines.append(f"| {when} | {r[1]:.3f} | {r[2]:.3f} | {r[2] / r[1]:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -163,14 +206,18 @@ def main():
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     p.add_argument("--batch-div", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--calibrate", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.quick:
         args.iters, args.warmup = 3, 1
+    if args.calibrate:
+        return calibrate()
     if args.worker:
         sys.argv = sys.argv[:1]  # keep our flags away from PETSc
         return worker(args.worker, args.iters, args.warmup, args.out, args.batch_div)
     results = {}
     load_start = os.getloadavg()[0]
+    check_before = machine_check()
     for case in args.cases.split(","):
         results[case] = {}
         for n in (int(k) for k in args.ranks.split(",")):
@@ -179,7 +226,8 @@ def main():
             print(f"{case} on {n} rank(s): {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
         if not args.no_half:
             results[case]["half"] = launch(case, 1, args.iters, args.warmup, batch_div=2)
-    text = table(results, args, load_start)
+    check_after = machine_check()
+    text = table(results, args, load_start) + check_table(check_before, check_after)
     print(text)
     if not args.no_write:
         path = os.path.join(ROOT, "docs", "benchmarks_parallel.md")
