@@ -138,7 +138,7 @@ def main():
     lines = ["| configuration | time / iteration (s) | peak memory (MiB) | recomputed steps | checkpoints | grad. rel. diff. vs store-all |",
              "|---|---|---|---|---|---|"]
     for r in rows:
-        name = label.get(r["config"], f"pnode binomial K={r['config'].split(':')[1]}")
+        name = label.get(r["config"]) or f"pnode binomial K={r['config'].split(':')[1]}"
         lines.append(f"| {name} | {r['time']:.2f} | {r['peak_mib']:.0f} | {r.get('recomputed_steps', '-')} | "
                      f"{r.get('checkpoints', '-')} | {r['grad_diff']:.1e} |")
     k10 = next(r for r in rows if r["config"] == "pnode:10")
