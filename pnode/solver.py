@@ -477,7 +477,7 @@ class ODESolver:
         if reason < 0:
             raise SolverError(f"PETSc forward solve failed ({_reason_name(reason)}) at t={time:.6g} "
                               f"after {steps} steps", reason=_reason_name(reason), time=time, steps=steps)
-        _, sols = ts.getEvaluationSolutions()
+        sol_times, sols = ts.getEvaluationSolutions()
         if len(sols) != len(s):
             limit = self.options.get("max_num_steps")
             why = (f"max_num_steps={limit} reached" if limit and steps >= limit
@@ -488,8 +488,10 @@ class ODESolver:
         if self._reducer.any(not bool(torch.isfinite(ys).all())):
             raise SolverError(f"the solution is not finite (NaN/Inf) by t={times[-1]:.6g}",
                               reason="NAN", time=time, steps=steps)
+        # PETSc records an output at the step that reached it up to its tolerance (~1e-15
+        # relative): locate the steps by the times it actually reached
         step_of = {x: k for k, x in enumerate(self._times)}
-        self._segments = [step_of[x] for x in s]
+        self._segments = [step_of[float(x)] for x in sol_times]
         return ys
 
     def _cleanup_disk(self):

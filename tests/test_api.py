@@ -289,3 +289,16 @@ def test_fixed_step_survives_a_short_first_output_interval():
     with pnode.ODESolver(decay, method="rk4") as s:  # no step_size: one step per interval
         s(torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 0.01, 1.0], dtype=torch.float64))
         assert s.stats["steps"] == 2
+
+
+def test_output_times_reached_within_petsc_tolerance():
+    """Adaptive steps may reach an output time to within PETSc's tolerance, not bit-exactly
+    (here 0.025025...); outputs and the adjoint's segments must still line up."""
+    t = torch.linspace(0.0, 25.0, 1000, dtype=torch.float64)[:10]
+    f = nn.Linear(2, 2).double()
+    y0 = torch.tensor([[2.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    with pnode.ODESolver(lambda t, y: f(y ** 3), method="dopri5", rtol=1e-6, atol=1e-8,
+                         adjoint_params=list(f.parameters())) as s:
+        ys = s(y0, t)
+        ys.sum().backward()
+        assert ys.shape == (10, 1, 2) and s.stats["adjoint_steps"] == s.stats["steps"]
