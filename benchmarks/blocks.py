@@ -35,15 +35,15 @@ Run: ``python benchmarks/blocks.py`` (default, < 6 min on 2 idle cores), ``--qui
 (< 2 min), ``--repeats N``, ``--no-write`` (print only). Writes docs/benchmarks_blocks.md.
 """
 import argparse
-import ctypes
 import datetime
 import json
 import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
+
+from _measure import PeakSampler, anon_kb, trim_heap  # benchmarks/ is on sys.path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(ROOT, "docs", "benchmarks_blocks.md")
@@ -66,51 +66,6 @@ LABELS = {
 
 
 # ---------------------------------------------------------------------------- memory
-def anon_kb():
-    """Anonymous resident memory (heap, tensors, PETSc Vecs) of this process, KiB."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1])
-    raise RuntimeError("no RssAnon in /proc/self/status")
-
-
-def trim_heap():
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
-
-
-class PeakSampler:
-    """Peak anonymous RSS while the ``with`` body runs, sampled from a thread every 5 ms
-    (Linux keeps a high-water mark for the total RSS only, which includes start-up)."""
-
-    def __enter__(self):
-        self._fd = os.open("/proc/self/status", os.O_RDONLY)
-        self._buf = bytearray(8192)  # preallocated: the sampler itself does not malloc
-        self.peak = self._read()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _read(self):
-        n = os.preadv(self._fd, [self._buf], 0)
-        i = self._buf.find(b"RssAnon:", 0, n)
-        return int(self._buf[i + 8:self._buf.find(b"kB", i, n)])
-
-    def _run(self):
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, self._read())
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._read())
-        os.close(self._fd)
-
-
 # ---------------------------------------------------------------------------- worker
 def worker(config, L, steps, repeats):
     """Measure one configuration at (L, N_t) in this fresh process; print one JSON line."""

@@ -14,17 +14,11 @@ import subprocess
 import sys
 import time
 
+from _measure import cpu_name  # noqa: E402  (benchmarks/ is on sys.path)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 ORDER = ["explicit", "checkpoint", "stiff", "blocks", "parallel", "sde"]
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
 
 
 def main():
