@@ -158,6 +158,12 @@ class ODESolver:
                 out.append(p)
         return out
 
+    @property
+    def petsc_ts(self):
+        """The PETSc ``TS`` of the last solve (None before the first): for inspecting
+        what PETSc chose (``solver.petsc_ts.getType()``); pnode owns and destroys it."""
+        return self._ts
+
     def close(self):
         """Destroy the PETSc objects now (also done by ``with`` and at exit)."""
         if getattr(self, "_wiring", None) is not None:

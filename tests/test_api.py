@@ -130,11 +130,11 @@ def test_petsc_options_dict_applies_and_does_not_leak():
     with pnode.ODESolver(decay, method="dopri5", petsc_options={"ts_rk_type": "4", "ts_adapt_type": "none",
                                                                "ts_time_step": 0.25}) as s:
         s(y0, T01)
-        assert s._ts.getRKType() == "4" and s.stats["steps"] == 4
+        assert s.petsc_ts.getRKType() == "4" and s.stats["steps"] == 4
     assert not PETSc.Options().hasName("-ts_rk_type")
     with pnode.ODESolver(decay, method="dopri5") as s:
         s(y0, T01)
-        assert s._ts.getRKType() == "5dp"
+        assert s.petsc_ts.getRKType() == "5dp"
 
 
 def test_prefix_reads_its_own_options():
@@ -145,7 +145,7 @@ def test_prefix_reads_its_own_options():
              pnode.ODESolver(decay, method="rk4", options={"step_size": 0.1}) as b:
             a(torch.ones(2, dtype=torch.float64), T01)
             b(torch.ones(2, dtype=torch.float64), T01)
-            assert a._ts.getRKType() == "3" and b._ts.getRKType() == "4"
+            assert a.petsc_ts.getRKType() == "3" and b.petsc_ts.getRKType() == "4"
     finally:
         db.delValue("-enc_ts_rk_type")
 
@@ -156,7 +156,7 @@ def test_command_line_overrides_code(tmp_path):
         import torch, pnode
         s = pnode.ODESolver(lambda t, y: -y, method="dopri5", options={"step_size": 0.5})
         s(torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 1.0], dtype=torch.float64))
-        print(s._ts.getType(), s._ts.getRKType(), s.stats["steps"])
+        print(s.petsc_ts.getType(), s.petsc_ts.getRKType(), s.stats["steps"])
         s.close()
     """))
     out = subprocess.run([sys.executable, str(script), "-ts_rk_type", "4", "-ts_time_step", "0.1"],
