@@ -13,7 +13,7 @@ its derivatives. Public API:
 import atexit as _atexit
 
 from ._version import __version__
-from . import options as _options  # noqa: F401  (initialises PETSc with sys.argv)
+from . import petsc_options as _petsc_options  # noqa: F401  (initialises PETSc with sys.argv)
 from .block import ODEBlock
 from .checkpoint import Checkpoint
 from .errors import SolverError

@@ -1,62 +1,105 @@
-"""The autograd Function that connects an ODESolver to torch's backward pass."""
+"""The autograd Function that connects a solve to torch's backward pass, and the
+adjoint sweep itself.
+
+Backward runs PETSc's discrete adjoint (TSAdjointSolve, or pnode's replay) one output
+interval at a time, the loss gradient at each output time added to the adjoint state in
+between, so the gradients are those of the computed discrete solution. Everything the
+sweep needs comes from the forward's :class:`~pnode.integrator.Record`.
+"""
 import torch
 
-from .bridge import PETSC_DTYPE
+from .bridge import PETSC_DTYPE, vec_view, vec_write
 from .errors import SolverError
 
 
+def sweep(rec, grad_ys, stats, reducer):
+    """The adjoint of one recorded forward call.
+
+    Args:
+        rec: the forward's :class:`~pnode.integrator.Record`.
+        grad_ys: ``(len(t), n)`` gradient of the loss w.r.t. each output (any float dtype).
+        stats: the :class:`~pnode.stats.Stats` to add the adjoint's counts to.
+        reducer: the :class:`~pnode.parallel.Reducer` (parameter gradient from rank 0).
+
+    Returns:
+        ``(grad_y0, grad_params)``: flat float64 tensors (``n`` and ``n_params`` long).
+    """
+    ws = rec.workspace
+    ts, lam, mu, n_p = ws.ts, ws.lam, ws.mu, ws.sizes.n_p
+    g = grad_ys.detach().to(PETSC_DTYPE)
+    if len(rec.s) == 1:
+        return g[0].clone(), torch.zeros(n_p, dtype=PETSC_DTYPE)
+    vec_write(lam, g[-1])
+    if mu is not None:
+        mu.zeroEntries()
+    output_at = {step: k for k, step in enumerate(rec.segments[:-1])}
+
+    def forcing(step):  # the loss gradient at an output time joins the adjoint state
+        k = output_at.get(step)
+        if k is not None and g[k].any():
+            view = vec_view(lam, "rw")
+            view += g[k].to(view.device)
+            lam.stateIncrease()
+    rec.plan.prepare(ts)
+    ts.setCostGradients([lam], [mu] if mu is not None else None)
+    adjoint_steps = rec.plan.backward(ts, rec, forcing, rec.call)
+    rec.plan.account(stats, stats["steps"], ws.sizes.n)
+    ws.wiring.forget()
+    stats.adjoint_done(ts, adjoint_steps)
+    grad_y0 = vec_view(lam, "r").clone()
+    if mu is None:
+        return grad_y0, torch.zeros(0, dtype=PETSC_DTYPE)
+    # the parameter gradient lives on rank 0; every rank gets it
+    grad_p = vec_view(mu, "r").clone() if reducer.root else torch.zeros(n_p, dtype=PETSC_DTYPE)
+    return grad_y0, reducer.broadcast(grad_p)
+
+
 class _ODEAdjoint(torch.autograd.Function):
-    """Forward: PETSc solve. Backward: PETSc discrete adjoint (TSAdjointSolve)."""
+    """Forward: PETSc solve. Backward: PETSc discrete adjoint."""
 
     @staticmethod
-    def forward(ctx, solver, layout, times, record, y0_flat, *params):
-        ys = solver.forward(layout, y0_flat, times, record=record)
-        ctx.solver, ctx.layout, ctx.times = solver, layout, times
-        ctx.run = solver._run
-        ctx.step_times = solver.step_times
+    def forward(ctx, integrator, layout, times, record, y0_flat, *params):
+        ys, rec = integrator.forward(layout, y0_flat, times, list(params), record=record)
+        ctx.integrator, ctx.layout, ctx.rec = integrator, layout, rec
+        ctx.step_times = integrator.step_times
         ctx.save_for_backward(y0_flat)
         return ys.to(device=layout.device, dtype=layout.dtype)
 
     @staticmethod
     def backward(ctx, grad_ys):
-        solver, layout = ctx.solver, ctx.layout
-        if solver._run != ctx.run or not solver._record:
-            # The solver's trajectory belongs to another call (the same solver ran again
-            # before this backward, or ran without recording): re-solve this call first.
-            # Same inputs, same accepted steps, so the gradient is this call's.
+        integrator, layout, rec = ctx.integrator, ctx.layout, ctx.rec
+        if not integrator.holds(rec):
+            # The trajectory belongs to another call (the same solver ran again before
+            # this backward, or ran without recording): re-solve this call first. Same
+            # inputs, same accepted steps, so the gradient is this call's.
             (y0_flat,) = ctx.saved_tensors
-            solver.forward(layout, y0_flat, ctx.times, record=True)
-            if not torch.equal(solver.step_times, ctx.step_times):
+            _, rec = integrator.forward(layout, y0_flat, rec.times, rec.params, record=True)
+            if not torch.equal(integrator.step_times, ctx.step_times):
                 raise SolverError(
-                    f"re-solving for the backward pass took {len(solver.step_times) - 1} steps where the "
+                    f"re-solving for the backward pass took {len(integrator.step_times) - 1} steps where the "
                     f"forward took {len(ctx.step_times) - 1} (did the parameters change in between?)",
-                    reason="RESOLVE_MISMATCH", steps=len(solver.step_times) - 1)
-            solver.stats["recomputed_steps"] += solver.stats["steps"]
-        grad_y0, grad_p = solver.backward(grad_ys.to(PETSC_DTYPE))
-        # The trajectory has served its one adjoint: free it now rather than at the next
-        # forward (with recompute_forward, L blocks would otherwise all hold theirs).
-        solver._drop_trajectory()
-        params = solver._dyn.params
+                    reason="RESOLVE_MISMATCH", steps=len(integrator.step_times) - 1)
+            integrator.stats.recomputed(integrator.stats["steps"])
+        grad_y0, grad_p = integrator.backward(rec, grad_ys)
         grads, offset = [], 0
-        for p in params:
+        for p in rec.params:
             k = p.numel()
             grads.append(grad_p[offset:offset + k].reshape(p.shape).to(device=p.device, dtype=p.dtype))
             offset += k
         return (None, None, None, None, grad_y0.to(device=layout.device, dtype=layout.dtype), *grads)
 
 
-def solve(solver, layout, y0, times, record=True):
-    """Run ``solver`` on ``y0`` at ``times``; differentiable when anything needs a gradient.
+def solve(integrator, layout, y0, times, params, record=True):
+    """Run ``integrator`` on ``y0`` at ``times``; differentiable when anything needs a
+    gradient (``y0`` or one of ``params``).
 
     With ``record=False`` the forward pass keeps no trajectory and backward re-solves
     first (block-level recomputation).
     """
     y0_flat = layout.flatten(y0)
-    params = solver.params
-    needs_grad = torch.is_grad_enabled() and (y0_flat.requires_grad or bool(params))
-    if needs_grad:
-        ys = _ODEAdjoint.apply(solver, layout, times, record, y0_flat, *params)
+    if torch.is_grad_enabled() and (y0_flat.requires_grad or bool(params)):
+        ys = _ODEAdjoint.apply(integrator, layout, times, record, y0_flat, *params)
     else:
-        ys = solver.forward(layout, y0_flat, times, record=False)
+        ys, _ = integrator.forward(layout, y0_flat, times, params, record=False)
         ys = ys.to(device=layout.device, dtype=layout.dtype)
     return layout.unflatten(ys)

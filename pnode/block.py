@@ -3,8 +3,6 @@ import itertools
 
 from torch import nn
 
-from .adjoint import solve
-from .bridge import StateLayout
 from .solver import ODESolver
 
 _COUNTER = itertools.count()
@@ -38,5 +36,4 @@ class ODEBlock(nn.Module):
 
     def forward(self, x):
         """``x``: state tensor ``(batch, ...)``; returns the state at ``t1``, same shape."""
-        layout = StateLayout.of(x)
-        return solve(self.solver, layout, x, [0.0, self.t1], record=not self.recompute_forward)[-1]
+        return self.solver(x, [0.0, self.t1], recompute_forward=self.recompute_forward)[-1]

@@ -2,12 +2,29 @@
 
 The adjoint needs every forward step's state (and, to avoid recomputing, its stages).
 ``Checkpoint`` says what to keep; gradients are identical whatever the strategy, only
-time and memory differ.
+time and memory differ. For each solve :func:`plan` turns it into one plan object:
+
+- :class:`TrajectoryPlan`: PETSc's memory trajectory (store-all, solution-only, or
+  revolve with an optional disk level), used whenever PETSc can bound it;
+- :class:`ReplayPlan`: pnode's own checkpoints (:mod:`pnode.replay`) for binomial
+  checkpointing with adaptive steps or fixed steps off the output grid;
+- :class:`NoRecord`: a forward pass that keeps nothing (no gradient, or recomputation).
+
+Every plan answers the same questions: which trajectory options PETSc gets
+(:meth:`petsc_defaults`), what to do with each accepted step (:meth:`on_step`), how to
+run the adjoint over the output intervals (:meth:`backward`), and what it held
+(:meth:`account`).
 """
+import os
 import re
+import shutil
+import tempfile
+import weakref
 from dataclasses import dataclass
 from math import comb
 from typing import Optional, Union
+
+from .replay import OnlineCheckpoints, Replay, fits_fixed_grid
 
 STRATEGIES = ("all", "solution", "binomial")
 
@@ -110,3 +127,189 @@ def coerce(checkpoint):
     if not isinstance(checkpoint, Checkpoint):
         raise TypeError(f"checkpoint must be a pnode.Checkpoint, a strategy name or None, got {type(checkpoint).__name__}")
     return checkpoint
+
+
+class _RevolveOwner:
+    """PETSc's revolve keeps one schedule per process (a global-state C API), and
+    destroying any trajectory that used it resets it. So at most one plan holds a
+    revolve trajectory at a time: a new one takes over, the previous holder releases its
+    trajectory (its backward then re-solves first), and no stale trajectory is left for
+    the garbage collector to reset the schedule in the middle of another adjoint."""
+
+    holder = None
+
+    @classmethod
+    def take(cls, plan):
+        prev = cls.holder() if cls.holder is not None else None
+        if prev is not None and prev is not plan:
+            prev.release()
+        cls.holder = weakref.ref(plan)
+
+
+_REVOLVE_LIMITS = ("ts_trajectory_max_cps_ram", "ts_trajectory_max_cps_disk",
+                   "ts_trajectory_max_units_ram", "ts_trajectory_max_units_disk")
+
+
+class NoRecord:
+    """A forward pass that keeps nothing for an adjoint."""
+
+    records = False
+    valid = False
+
+    def petsc_defaults(self):
+        return {}
+
+    def attach(self, ts):
+        ts.removeTrajectory()
+
+    def on_step(self, step, u64):
+        pass
+
+    def account(self, stats, steps, n):
+        pass
+
+    def release(self):
+        pass
+
+
+class TrajectoryPlan(NoRecord):
+    """PETSc's memory trajectory under ``checkpoint`` (revolve and disk included).
+
+    Args:
+        checkpoint: the :class:`Checkpoint`.
+        source: the solver's :class:`~pnode.petsc_options.OptionSource`.
+        n_global: unknowns over all ranks (sets revolve's RAM slots for a byte budget).
+        stages: the method's stages (vectors per stored step besides the state).
+    """
+
+    records = True
+
+    def __init__(self, checkpoint, source, n_global, stages):
+        self.checkpoint, self.stages = checkpoint, stages
+        self.slots = checkpoint.ram_slots(n_global, stages) if checkpoint.strategy == "binomial" else None
+        self._disk_root = None
+        self._ts = None
+        self.valid = True
+        if checkpoint.max_disk:
+            # PETSc creates the directory it writes to; it lives inside one of ours
+            self._disk_root = tempfile.mkdtemp(prefix="pnode-ckpt-", dir=checkpoint.disk_dir)
+        defaults = self.petsc_defaults()
+        if any(k in defaults or source.given(k) for k in _REVOLVE_LIMITS):
+            _RevolveOwner.take(self)
+
+    def petsc_defaults(self):
+        opts = {"ts_trajectory_type": "memory"}
+        ck = self.checkpoint
+        if ck.strategy == "solution":
+            opts["ts_trajectory_solution_only"] = True
+        elif ck.strategy == "binomial":
+            opts["ts_trajectory_max_cps_ram"] = self.slots
+            if ck.max_disk:
+                opts["ts_trajectory_max_cps_disk"] = ck.max_disk
+                opts["ts_trajectory_dirname"] = os.path.join(self._disk_root, "trajectory")
+        return opts
+
+    def attach(self, ts):
+        ts.removeTrajectory()
+        ts.setSaveTrajectory()
+        self._ts = ts
+
+    def account(self, stats, steps, n):
+        ck = self.checkpoint
+        if ck.strategy == "all":
+            held, per = steps + 1, (self.stages + 1)
+        elif ck.strategy == "solution":
+            held, per = steps + 1, 1
+        else:
+            held, per = min(steps + 1, self.slots), (self.stages + 1)
+        stats.checkpoints(held, held * per * n * 8)
+
+    def prepare(self, ts):
+        """Before the cost gradients are set (nothing: the trajectory is attached)."""
+
+    def backward(self, ts, record, forcing, run):
+        """Adjoint one output interval at a time, the loss gradient of each output time
+        added in between; returns the number of adjoint steps."""
+        seg, adj = record.segments, 0
+        for k in range(len(seg) - 1, 0, -1):
+            steps = seg[k] - seg[k - 1]
+            ts.adjointSetSteps(steps)
+            run("adjoint solve", ts.adjointSolve)
+            adj += steps
+            forcing(seg[k - 1])
+        return adj
+
+    def release(self):
+        """Drop the trajectory and the disk checkpoints (a later backward re-solves)."""
+        self.valid = False
+        if self._ts is not None:
+            self._ts.removeTrajectory()
+            self._ts = None
+        if self._disk_root is not None:
+            shutil.rmtree(self._disk_root, ignore_errors=True)
+            self._disk_root = None
+
+
+class ReplayPlan(NoRecord):
+    """Binomial checkpointing that PETSc cannot bound, run by :mod:`pnode.replay`.
+
+    Args:
+        checkpoint: the :class:`Checkpoint` (strategy ``"binomial"``).
+        n_global: unknowns over all ranks (same number of slots on every rank).
+        n_local: unknowns on this rank (for the bytes reported).
+        y0: flat float64 initial state (the first checkpoint).
+    """
+
+    records = True
+
+    def __init__(self, checkpoint, n_global, n_local, y0):
+        self.slots = checkpoint.ram_slots(n_global, 0)  # states only
+        self.n_local = n_local
+        self.online = OnlineCheckpoints(self.slots)
+        self.online.offer(0, y0)
+        self.valid = True
+
+    def on_step(self, step, u64):
+        self.online.offer(step, u64)
+
+    def prepare(self, ts):
+        ts.setSaveTrajectory()  # TSAdjointStep needs one attached; it stays empty
+
+    def backward(self, ts, record, forcing, run):
+        """Reverse every step from pnode's checkpoints; returns the adjoint steps."""
+        replay = Replay(ts, record.u, record.step_times, self.online, self.slots, forcing, run)
+        peak = replay.backward()
+        self.peak, self.recomputed = peak, replay.recomputed
+        return len(record.step_times) - 1
+
+    def account(self, stats, steps, n):
+        if getattr(self, "peak", None) is not None:
+            stats.checkpoints(self.peak, self.peak * self.n_local * 8, recomputed=self.recomputed)
+
+    def release(self):
+        self.valid = False
+        self.online = None
+
+
+def plan(checkpoint, record, steps, s, source, n_global, n_local, stages, y0):
+    """The plan for one solve.
+
+    Args:
+        checkpoint: the solver's :class:`Checkpoint`.
+        record: whether the adjoint will need the forward (a gradient is wanted).
+        steps: the solve's :class:`~pnode.stepping.StepControl`.
+        s: output times in solver time.
+        source: the solver's :class:`~pnode.petsc_options.OptionSource`.
+        n_global, n_local: unknowns over all ranks and on this one.
+        stages: the method's stages.
+        y0: flat float64 initial state.
+    """
+    if not record:
+        return NoRecord()
+    if checkpoint.strategy == "binomial" and not (
+            steps.fixed and steps.grid_dt is not None and fits_fixed_grid(s, steps.grid_dt)):
+        if checkpoint.max_disk:
+            raise ValueError("Checkpoint max_disk needs fixed steps (options['step_size']) on which every "
+                             "output time lies; adaptive solves keep their checkpoints in RAM (max_ram)")
+        return ReplayPlan(checkpoint, n_global, n_local, y0)
+    return TrajectoryPlan(checkpoint, source, n_global, stages)

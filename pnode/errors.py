@@ -1,4 +1,6 @@
-"""Exceptions raised by pnode."""
+"""Exceptions raised by pnode, and the one place where PETSc failures become them."""
+from petsc4py import PETSc
+
 
 
 class SolverError(RuntimeError):
@@ -63,3 +65,51 @@ def petsc_message(err):
     msg = text[-1] if text else "PETSc error"
     msg = msg.removeprefix("[0] ").strip()
     return f"{msg} (PETSc error {code})" if code is not None else msg
+
+
+def reason_name(reason):
+    """PETSc's name of a ``TS.ConvergedReason`` value (``"DIVERGED_STEP_REJECTED"``)."""
+    for name in dir(PETSc.TS.ConvergedReason):
+        if not name.startswith("_") and getattr(PETSc.TS.ConvergedReason, name) == reason:
+            return name
+    return str(reason)
+
+
+class PetscCall:
+    """Runs PETSc drivers (solve, adjoint solve, a step) and translates their failures.
+
+    A callback's exception is re-raised unchanged; a PETSc error becomes a
+    :class:`SolverError` with PETSc's message and the time and steps reached. Under MPI
+    the outcome is agreed on by all ranks, so a failure on one rank is an error on every
+    rank (the failing rank raises the original exception, the others ``OTHER_RANK``).
+
+    Args:
+        trap: the :class:`CallbackTrap` the callbacks report to.
+        reducer: the :class:`~pnode.parallel.Reducer` of the solver's communicator.
+        where: ``where() -> (time, steps)``: the user time and step count reached.
+    """
+
+    def __init__(self, trap, reducer, where):
+        self.trap, self.reducer, self.where = trap, reducer, where
+
+    def __call__(self, what, fn):
+        """Run ``fn()`` (a PETSc driver) described as ``what`` in messages."""
+        self.trap.pop()
+        err = None
+        try:
+            fn()
+        except PETSc.Error as e:
+            err = e
+        exc = self.trap.pop()
+        if not self.reducer.any(exc is not None or err is not None):
+            return
+        if exc is not None:
+            raise exc.with_traceback(exc.__traceback__)
+        time, steps = self.where()
+        if err is None:
+            raise SolverError(f"PETSc {what} failed on another rank at t={time:.6g}",
+                              reason="OTHER_RANK", time=time, steps=steps)
+        code = getattr(err, "ierr", None)
+        reason = "NAN" if code == 72 else f"PETSC_ERROR_{code}"
+        raise SolverError(f"PETSc {what} failed at t={time:.6g} after {steps} steps: "
+                          f"{petsc_message(err)}", reason=reason, time=time, steps=steps) from None

@@ -1,11 +1,32 @@
-"""The method registry: every integrator pnode knows, as declarations.
+"""The method registry: every integrator pnode knows, each declared once with its facts.
 
-Each entry maps a user-facing name (torchdiffeq's spelling where one exists) to a PETSc
-TS type and tableau, with the facts the solver needs: is it implicit, can it adapt its
-step, does PETSc have a discrete adjoint for it.
+A :class:`Method` says which PETSc TS type and tableau it runs, which form of the ODE that
+type needs (explicit right-hand side, implicit, or IMEX), which PETSc options it implies,
+which nonlinear-solve defaults it wants, which entries of ``options`` it accepts and
+whether PETSc has a discrete adjoint for it. The solver, the forms, option defaults and
+validation all read these facts from here, so :func:`register` alone adds a method.
 """
 from dataclasses import dataclass
 from typing import Optional
+
+import torch
+
+# Keys of ``options`` every method accepts, and those only implicit methods accept.
+COMMON_OPTIONS = ("step_size", "first_step", "max_num_steps")
+IMPLICIT_OPTIONS = ("theta", "endpoint", "func_explicit", "mass", "jacobian", "preconditioner")
+OPTION_KEYS = COMMON_OPTIONS + IMPLICIT_OPTIONS
+
+# PETSc TS types that take the explicit right-hand-side form although no registered
+# method names them (reachable through -ts_type on the command line).
+_EXPLICIT_PETSC_TYPES = {"euler", "ssp", "eimex", "mprk"}
+
+# Newton and Krylov tolerances of implicit solves. The adjoint is exact for the solution
+# the Newton iteration returns, so make that the discrete solution to round-off (to what a
+# float32 model can resolve, for float32 models).
+_NONLINEAR_TOLERANCES = {
+    torch.float64: dict(snes_rtol=1e-10, snes_atol=1e-12, snes_stol=1e-14, ksp_rtol=1e-12, ksp_atol=1e-14),
+    torch.float32: dict(snes_rtol=1e-5, snes_atol=1e-6, snes_stol=1e-8, ksp_rtol=1e-6, ksp_atol=1e-8),
+}
 
 
 @dataclass(frozen=True)
@@ -21,6 +42,8 @@ class Method:
         adaptive: has an embedded error estimator, so ``rtol``/``atol`` steer the steps.
         adjoint: PETSc implements TSAdjointStep for it (gradients possible).
         implicit: needs nonlinear solves (IFunction form).
+        form: ``"rhs"`` (explicit RK), ``"implicit"`` (IFunction) or ``"imex"`` (ARKIMEX:
+            implicit ``func`` plus an explicit ``options["func_explicit"]``).
         reference: where the tableau comes from.
     """
 
@@ -32,46 +55,49 @@ class Method:
     adaptive: bool
     adjoint: bool = True
     implicit: bool = False
+    form: str = "rhs"
     reference: str = ""
 
+    @property
+    def option_keys(self):
+        """The keys of ``options`` this method accepts."""
+        return OPTION_KEYS if self.implicit else COMMON_OPTIONS
 
-_METHODS = [
-    Method("euler", "rk", "1fe", 1, 1, False, reference="forward Euler"),
-    Method("midpoint", "rk", "2b", 2, 2, False, reference="explicit midpoint"),
-    Method("heun2", "rk", "2a", 2, 2, True, reference="Heun's method with Euler embedded"),
-    Method("bosh3", "rk", "3bs", 3, 4, True, reference="Bogacki-Shampine 3(2), FSAL"),
-    Method("rk4", "rk", "4", 4, 4, False, reference="classical Runge-Kutta (1/6,1/3,1/3,1/6)"),
-    Method("dopri5", "rk", "5dp", 5, 7, True, reference="Dormand-Prince 5(4), FSAL"),
-    Method("verner6", "rk", "6vr", 6, 9, True, reference="Verner 6(5) 'most efficient'"),
-    Method("verner7", "rk", "7vr", 7, 10, True, reference="Verner 7(6)"),
-    Method("verner8", "rk", "8vr", 8, 13, True, reference="Verner 8(7)"),
-]
+    def petsc_defaults(self, options, ts_type, dtype):
+        """PETSc options this method implies for one solve.
 
-_IMPLICIT = [
-    Method("implicit_euler", "beuler", None, 1, 1, False, implicit=True, reference="backward Euler"),
-    Method("crank_nicolson", "cn", None, 2, 2, False, implicit=True,
-           reference="Crank-Nicolson (trapezoid; theta=0.5, endpoint)"),
-    Method("theta", "theta", None, 2, 1, False, implicit=True,
-           reference="theta method (options theta, endpoint; default 0.5 midpoint form)"),
-    Method("kencarp3", "arkimex", "3", 3, 4, True, implicit=True,
-           reference="Kennedy-Carpenter ARK3(2)4L[2]SA, IMEX"),
-    Method("kencarp4", "arkimex", "4", 4, 6, True, implicit=True,
-           reference="Kennedy-Carpenter ARK4(3)6L[2]SA, IMEX"),
-    Method("kencarp5", "arkimex", "5", 5, 8, True, implicit=True,
-           reference="Kennedy-Carpenter ARK5(4)8L[2]SA, IMEX"),
-    Method("arkimex", "arkimex", None, 3, 4, True, implicit=True,
-           reference="any PETSc ARKIMEX tableau (-ts_arkimex_type; default 3)"),
-    # forward-only: PETSc has no TSAdjointStep for these
-    Method("bdf", "bdf", None, 2, 1, True, adjoint=False, implicit=True,
-           reference="BDF (order via -ts_bdf_order); no adjoint"),
-    Method("rosw", "rosw", None, 3, 4, True, adjoint=False, implicit=True,
-           reference="Rosenbrock-W; no adjoint"),
-]
+        Args:
+            options: the solver's validated ``options`` dict.
+            ts_type: the TS type that will run (the command line may have changed it).
+            dtype: the model's dtype (float32 models get looser nonlinear tolerances).
+        """
+        opts = {"ts_type": self.ts_type}
+        if self.subtype is not None:
+            opts[f"ts_{self.ts_type}_type"] = self.subtype
+        if self.ts_type == "theta" and ts_type == "theta":
+            opts["ts_theta_theta"] = options.get("theta", 0.5)
+            opts["ts_theta_endpoint"] = bool(options.get("endpoint", False))
+        if self.implicit:
+            opts.update(_NONLINEAR_TOLERANCES[dtype], snes_max_it=50)
+            if options.get("jacobian") == "dense":
+                opts.update(ksp_type="preonly", pc_type="lu")
+            else:
+                opts.update(ksp_type="gmres", pc_type="none", ksp_gmres_restart=100)
+        return opts
 
-METHODS = {m.name: m for m in _METHODS + _IMPLICIT}
-ALIASES = {"trapezoid": "crank_nicolson"}
-# TS types with a discrete adjoint (TSAdjointStep) in PETSc >= 3.23
-ADJOINT_TYPES = {"rk", "theta", "beuler", "cn", "arkimex"}
+
+def _rk(name, subtype, order, stages, adaptive, reference):
+    return Method(name, "rk", subtype, order, stages, adaptive, reference=reference)
+
+
+def _implicit(name, ts_type, subtype, order, stages, adaptive, reference, adjoint=True):
+    form = "imex" if ts_type == "arkimex" else "implicit"
+    return Method(name, ts_type, subtype, order, stages, adaptive, adjoint=adjoint, implicit=True,
+                  form=form, reference=reference)
+
+
+METHODS = {}
+ALIASES = {}
 DEFAULT_METHOD = "dopri5"
 
 
@@ -80,6 +106,50 @@ def register(method, *aliases):
     METHODS[method.name] = method
     for a in aliases:
         ALIASES[a] = method.name
+
+
+for _m in [
+    _rk("euler", "1fe", 1, 1, False, "forward Euler"),
+    _rk("midpoint", "2b", 2, 2, False, "explicit midpoint"),
+    _rk("heun2", "2a", 2, 2, True, "Heun's method with Euler embedded"),
+    _rk("bosh3", "3bs", 3, 4, True, "Bogacki-Shampine 3(2), FSAL"),
+    _rk("rk4", "4", 4, 4, False, "classical Runge-Kutta (1/6,1/3,1/3,1/6)"),
+    _rk("dopri5", "5dp", 5, 7, True, "Dormand-Prince 5(4), FSAL"),
+    _rk("verner6", "6vr", 6, 9, True, "Verner 6(5) 'most efficient'"),
+    _rk("verner7", "7vr", 7, 10, True, "Verner 7(6)"),
+    _rk("verner8", "8vr", 8, 13, True, "Verner 8(7)"),
+    _implicit("implicit_euler", "beuler", None, 1, 1, False, "backward Euler"),
+    _implicit("crank_nicolson", "cn", None, 2, 2, False, "Crank-Nicolson (trapezoid; theta=0.5, endpoint)"),
+    _implicit("theta", "theta", None, 2, 1, False,
+              "theta method (options theta, endpoint; default 0.5 midpoint form)"),
+    _implicit("kencarp3", "arkimex", "3", 3, 4, True, "Kennedy-Carpenter ARK3(2)4L[2]SA, IMEX"),
+    _implicit("kencarp4", "arkimex", "4", 4, 6, True, "Kennedy-Carpenter ARK4(3)6L[2]SA, IMEX"),
+    _implicit("kencarp5", "arkimex", "5", 5, 8, True, "Kennedy-Carpenter ARK5(4)8L[2]SA, IMEX"),
+    _implicit("arkimex", "arkimex", None, 3, 4, True, "any PETSc ARKIMEX tableau (-ts_arkimex_type; default 3)"),
+    # forward-only: PETSc has no TSAdjointStep for these
+    _implicit("bdf", "bdf", None, 2, 1, True, "BDF (order via -ts_bdf_order); no adjoint", adjoint=False),
+    _implicit("rosw", "rosw", None, 3, 4, True, "Rosenbrock-W; no adjoint", adjoint=False),
+]:
+    register(_m)
+register(METHODS["crank_nicolson"], "trapezoid")
+
+
+def form_of(ts_type):
+    """The form (``rhs``, ``implicit`` or ``imex``) the PETSc TS type ``ts_type`` needs."""
+    for m in METHODS.values():
+        if m.ts_type == ts_type:
+            return m.form
+    return "rhs" if ts_type in _EXPLICIT_PETSC_TYPES else "implicit"
+
+
+def has_adjoint(ts_type):
+    """Whether PETSc has a discrete adjoint (TSAdjointStep) for TS type ``ts_type``."""
+    return any(m.adjoint and m.ts_type == ts_type for m in METHODS.values())
+
+
+def adjoint_method_names():
+    """Names of the registered methods that give gradients."""
+    return sorted(m.name for m in METHODS.values() if m.adjoint)
 
 
 def get_method(name):

@@ -129,3 +129,39 @@ class Reducer:
         if self.comm.Get_size() == 1:
             return float(x)
         return float(self.comm.allreduce(float(x), op=MPI.SUM))
+
+
+def new_vec(comm, n_local, n_global):
+    """A PETSc Vec with ``n_local`` entries here (sequential on one rank)."""
+    if comm.getSize() == 1:
+        return PETSc.Vec().createSeq(n_local, comm=comm)
+    return PETSc.Vec().createMPI((n_local, n_global), comm=comm)
+
+
+class Sizes:
+    """Local and global sizes of the state and of the parameter vector.
+
+    The state is split over the ranks as the user's shards are; the parameter vector
+    lives on rank 0 (data parallelism: every rank sees all parameters, and PETSc's
+    parameter-Jacobian products are summed onto rank 0).
+    """
+
+    def __init__(self, comm, n_local, n_p, reducer):
+        self.comm = comm
+        self.n = n_local
+        self.N = int(reducer.sum(n_local))
+        self.n_p = n_p
+        self.n_p_local = n_p if comm.getRank() == 0 else 0
+
+    @property
+    def state(self):
+        """(local, global) size of the state Vec."""
+        return (self.n, self.N)
+
+    @property
+    def params(self):
+        """(local, global) size of the parameter Vec."""
+        return (self.n_p_local, self.n_p)
+
+    def key(self):
+        return (self.n, self.N, self.n_p)

@@ -20,7 +20,7 @@ class JacobianShell:
     Args:
         trap: the solver's :class:`~pnode.errors.CallbackTrap`.
         b: coefficient of the Jacobian (+1 RHS form, -1 IFunction form).
-        mass: optional :class:`~pnode.wiring.MassMatrix` (identity when None).
+        mass: optional :class:`~pnode.forms.jacobians.MassMatrix` (identity when None).
     """
 
     def __init__(self, trap, b=1.0, mass=None):

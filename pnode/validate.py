@@ -4,8 +4,7 @@ import numbers
 
 import torch
 
-_OPTION_KEYS = ("step_size", "first_step", "max_num_steps", "theta", "endpoint",
-                "func_explicit", "mass", "jacobian", "preconditioner")
+from .methods import OPTION_KEYS
 
 
 def check_t(t):
@@ -48,9 +47,9 @@ def check_options(options, method):
         return {}
     if not isinstance(options, dict):
         raise TypeError(f"options must be a dict, got {type(options).__name__}")
-    unknown = set(options) - set(_OPTION_KEYS)
+    unknown = set(options) - set(OPTION_KEYS)
     if unknown:
-        raise ValueError(f"unknown options {sorted(unknown)}; valid keys: {', '.join(_OPTION_KEYS)}")
+        raise ValueError(f"unknown options {sorted(unknown)}; valid keys: {', '.join(OPTION_KEYS)}")
     out = dict(options)
     for key in ("step_size", "first_step"):
         if key in out:
@@ -64,8 +63,7 @@ def check_options(options, method):
             raise ValueError(f"options['max_num_steps'] must be a positive int, got {v!r}")
     if "func_explicit" in out and not callable(out["func_explicit"]):
         raise TypeError("options['func_explicit'] must be callable")
-    if not method.implicit:
-        for key in ("theta", "endpoint", "func_explicit", "mass", "jacobian", "preconditioner"):
-            if key in out:
-                raise ValueError(f"options['{key}'] needs an implicit method, not {method.name!r}")
+    for key in out:
+        if key not in method.option_keys:
+            raise ValueError(f"options['{key}'] needs an implicit method, not {method.name!r}")
     return out

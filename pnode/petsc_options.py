@@ -78,3 +78,55 @@ def user_value(prefix, key):
     db = PETSc.Options()
     name = option_name(prefix, key)
     return db.getString(name) if db.hasName(name) else None
+
+
+# PETSc's TSTrajectory has no options prefix: its options are read unprefixed.
+_UNPREFIXED = ("ts_trajectory_",)
+
+
+def _unprefixed(key):
+    return key.startswith(_UNPREFIXED)
+
+
+class OptionSource:
+    """One solver's view of the options: command line > ``petsc_options`` > code defaults.
+
+    Every question "which value will PETSc use for this option" goes through
+    :meth:`get`, and every solve inserts its defaults through :meth:`applied`, so the
+    precedence is decided here and nowhere else.
+
+    Args:
+        prefix: the solver's options prefix (None for none).
+        petsc_options: the user's dict of PETSc options (keys without the dash).
+    """
+
+    def __init__(self, prefix, petsc_options):
+        self.prefix = prefix
+        self.petsc_options = dict(petsc_options or {})
+
+    def _prefix_of(self, key):
+        return None if _unprefixed(key) else self.prefix
+
+    def get(self, key, default=None):
+        """The value PETSc will see for ``key``: the command line's (a string), else
+        ``petsc_options[key]``, else ``default``."""
+        value = user_value(self._prefix_of(key), key)
+        if value is not None:
+            return value
+        return self.petsc_options.get(key, default)
+
+    def given(self, key):
+        """Whether the command line or ``petsc_options`` sets ``key``."""
+        return self.get(key) is not None
+
+    @contextmanager
+    def applied(self, defaults):
+        """Insert ``defaults`` overridden by ``petsc_options`` (the command line wins
+        over both), under the prefix or, for trajectory options, unprefixed; removed on
+        exit."""
+        merged = dict(defaults)
+        merged.update(self.petsc_options)
+        prefixed = {k: v for k, v in merged.items() if not _unprefixed(k)}
+        plain = {k: v for k, v in merged.items() if _unprefixed(k)}
+        with option_defaults(self.prefix, prefixed), option_defaults(None, plain):
+            yield

@@ -1,0 +1,64 @@
+"""The implicit part ``F(t, u, u') = M u' - f(t, u) = 0``: IFunction, IJacobian
+(``shift*M - J``, matrix-free or dense) and IJacobianP (``-df/dp``), plus the user's
+preconditioner hook on the Newton-Krylov solve."""
+from petsc4py import PETSc
+
+from ..bridge import vec_view, vec_write
+from ..parallel import new_vec
+from ..shells import JacobianShell, ParamJacobianShell
+from .jacobians import DenseJacobian, ShellPC
+from .part import Part
+
+
+class ImplicitPart(Part):
+    """Registers ``dyn`` as the implicit part of the TS.
+
+    Args:
+        mass: :class:`~pnode.forms.jacobians.MassMatrix` or None (identity).
+        dense: assemble ``shift*M - J`` densely for LU (single rank only).
+        preconditioner: the user's PC callable, or None.
+    """
+
+    def __init__(self, ts, sizes, reducer, dyn, trap, mass, dense, preconditioner):
+        super().__init__(dyn, trap)
+        comm, wrap = sizes.comm, trap.wrap
+        if dense and comm.getSize() > 1:
+            raise ValueError("options['jacobian']='dense' needs a single rank (use the matrix-free default)")
+        red = reducer if comm.getSize() > 1 else None
+        self.mass = mass
+        self.dense = DenseJacobian(sizes.n, comm, mass) if dense else None
+        if self.dense is not None:
+            IJ = self.own(self.dense.mat)
+        else:
+            IJ = self.shell(JacobianShell(trap, b=-1.0, mass=mass), sizes.state, sizes.state, comm)
+        self.fi = self.own(new_vec(comm, *sizes.state))
+        ts.setIFunction(wrap(self._function), self.fi)
+        ts.setIJacobian(wrap(self._jacobian), IJ, IJ)
+        if sizes.n_p:
+            IJp = self.shell(ParamJacobianShell(trap, c=-1.0, reducer=red), sizes.state, sizes.params, comm)
+            ts.setIJacobianP(wrap(self._jacobian_p), IJp)
+        self.pc = ShellPC(preconditioner, trap) if preconditioner is not None and not dense else None
+
+    def configure_pc(self, ts):
+        """After setFromOptions: make the user's hook the PC of the Newton-Krylov solve."""
+        if self.pc is not None:
+            pc = ts.getSNES().getKSP().getPC()
+            pc.setType(PETSc.PC.Type.PYTHON)
+            pc.setPythonContext(self.pc)
+
+    def _function(self, ts, s, U, Udot, F):
+        udot = vec_view(Udot, "r")
+        lhs = self.mass.apply(udot) if self.mass is not None else udot
+        vec_write(F, lhs - self.dyn.rhs(s, vec_view(U, "r")).to(lhs.device))
+
+    def _jacobian(self, ts, s, U, Udot, shift, J, P):
+        lin = self.dyn.linearize(s, vec_view(U, "r"))
+        if self.dense is not None:
+            self.dense.assemble(lin, shift)
+        else:
+            J.getPythonContext().set_point(lin, shift)
+        if self.pc is not None:
+            self.pc.point = (lin, shift)
+
+    def _jacobian_p(self, ts, s, U, Udot, shift, Jp):
+        Jp.getPythonContext().set_point(self.dyn.linearize(s, vec_view(U, "r")))

@@ -1,0 +1,210 @@
+"""The integrator behind an :class:`~pnode.ODESolver`: forward solves on PETSc and the
+adjoint of each, with every failure leaving a clean state.
+
+One forward call: the method (:mod:`pnode.methods`) and the command line decide the
+form; a :class:`~pnode.workspace.Workspace` (TS, Vecs, wiring from :mod:`pnode.forms`)
+is reused or built; the step control (:mod:`pnode.stepping`) and the checkpoint plan
+(:mod:`pnode.checkpoint`) are resolved for this call; PETSc solves, stepping exactly onto
+every output time (``TSSetEvaluationTimes`` with ``MATCHSTEP``); :mod:`pnode.outputs`
+collects the states. The call's :class:`Record` is what its adjoint
+(:func:`pnode.adjoint.sweep`) needs later. If anything raises, the workspace is
+destroyed (the next call builds a fresh one), so no half-finished PETSc state is reused.
+"""
+from dataclasses import dataclass, field
+from typing import Any, List
+
+import torch
+
+from . import checkpoint as _ckpt
+from .adjoint import sweep
+from .bridge import PETSC_DTYPE, vec_view, vec_write
+from .dynamics import Dynamics
+from .errors import CallbackTrap, PetscCall
+from .methods import adjoint_method_names, form_of, has_adjoint
+from .outputs import collect
+from .parallel import Reducer, Sizes
+from .stats import Stats
+from .stepping import StepControl, global_rms
+from .workspace import Workspace
+
+
+@dataclass
+class Record:
+    """One forward call, as its adjoint needs it.
+
+    Attributes:
+        run: the integrator's call counter when it ran (a later call invalidates it).
+        times, s, sign: the user's output times, the solver's (``s = sign * t``), sign.
+        step_times: accepted step boundaries in solver time.
+        segments: for each output time, the index of the step that reached it.
+        plan: the checkpoint plan that kept what the adjoint needs.
+        workspace: the PETSc objects it ran on.
+        params: the tensors differentiated.
+        call: the :class:`~pnode.errors.PetscCall` that runs its PETSc drivers.
+    """
+
+    run: int
+    times: List[float]
+    s: List[float]
+    sign: float
+    workspace: Any
+    params: list
+    call: Any
+    step_times: List[float] = field(default_factory=list)
+    segments: List[int] = field(default_factory=list)
+    plan: Any = field(default_factory=_ckpt.NoRecord)
+
+    @property
+    def u(self):
+        """The TS solution Vec."""
+        return self.workspace.u
+
+
+class Integrator:
+    """Forward solves and adjoints for one solver's settings (see :class:`pnode.ODESolver`).
+
+    Attributes:
+        stats: :class:`~pnode.stats.Stats` of the last call.
+        step_times: accepted step boundaries of the last solve (user time, float64).
+    """
+
+    def __init__(self, func, method, options, checkpoint, source, comm, rtol, atol):
+        self.func, self.method, self.options, self.checkpoint = func, method, options, checkpoint
+        self.source, self.comm, self.rtol, self.atol = source, comm, rtol, atol
+        self.reducer = Reducer(comm)
+        self.trap = CallbackTrap(collective=comm.getSize() > 1)
+        self.stats = Stats()
+        self.step_times = torch.zeros(0, dtype=torch.float64)
+        self.workspace = None
+        self._plan = None
+        self._run = 0
+        self._active = None  # (Record, StepControl) while PETSc runs a forward solve
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, layout, y0_flat, times, params, record):
+        """Integrate from ``y0_flat`` (flat, model dtype) over ``times`` (user floats).
+
+        Returns:
+            ``(ys, rec)``: ``(len(times), n)`` float64 outputs and the :class:`Record`
+            (holding what the adjoint needs when ``record`` is true).
+        """
+        try:
+            return self._forward(layout, y0_flat, times, params, record)
+        except BaseException:
+            self.discard()
+            raise
+
+    def _forward(self, layout, y0_flat, times, params, record):
+        sign = 1.0 if len(times) < 2 or times[-1] > times[0] else -1.0
+        s = [sign * x for x in times]
+        self.release()
+        self.stats = Stats()
+        ts_type = self.source.get("ts_type") or self.method.ts_type
+        ws, dyn, dyn_ex = self._workspace(layout, params, sign, len(s), form_of(ts_type))
+        y0 = y0_flat.detach().to(PETSC_DTYPE)
+        vec_write(ws.u, y0)
+        self._run += 1
+        call = PetscCall(self.trap, self.reducer, lambda: (sign * ws.ts.getTime(), ws.ts.getStepNumber()))
+        rec = Record(self._run, times, s, sign, ws, params, call, step_times=[s[0]])
+        if len(s) == 1:
+            return y0.reshape(1, -1).clone(), rec
+        steps = StepControl(self.method, self.options, self.source, self.rtol, self.atol)
+        rec.plan = self._plan = _ckpt.plan(self.checkpoint, record, steps, s, self.source, ws.sizes.N,
+                                           ws.sizes.n, self.method.stages, y0)
+        self._configure(ws, s, steps, rec.plan, ts_type, layout.dtype, record)
+        rhs = (lambda s_, u: dyn.rhs(s_, u) + dyn_ex.rhs(s_, u)) if dyn_ex is not None else dyn.rhs
+        ws.ts.setTimeStep(steps.first_step(s, y0, rhs, global_rms(self.reducer, ws.sizes.N)))
+        self._active = (rec, steps)
+        try:
+            call("forward solve", lambda: ws.ts.solve(ws.u))
+        finally:
+            self._active = None
+        ws.wiring.forget()
+        self.step_times = torch.tensor([sign * x for x in rec.step_times], dtype=torch.float64)
+        self.stats.forward_done(ws.ts)
+        ys, rec.segments = collect(ws.ts, s, times, sign, rec.step_times, self.reducer,
+                                   self.options.get("max_num_steps"))
+        rec.plan.account(self.stats, self.stats["steps"], layout.numel)
+        return ys, rec
+
+    def _workspace(self, layout, params, sign, n_out, form):
+        """Dynamics for this call, and a workspace for its configuration (reused when
+        the state sizes, form and number of output times match)."""
+        fe = self.options.get("func_explicit")
+        if form == "imex" and "mass" in self.options:
+            raise ValueError("options['mass'] is not supported with ARKIMEX methods: PETSc's ARKIMEX "
+                             "adjoint needs the identity mass; use implicit_euler, crank_nicolson or theta")
+        if form != "imex" and fe is not None:
+            raise ValueError("options['func_explicit'] needs an IMEX method (kencarp3/4/5, arkimex), "
+                             f"not TS type {self.source.get('ts_type') or self.method.ts_type!r}")
+        dyn = Dynamics(self.func, layout, params, sign, self.stats, joint_vjp=(form == "rhs"), name="func")
+        dyn_ex = None if fe is None else Dynamics(fe, layout, params, sign, self.stats, joint_vjp=False,
+                                                  name="options['func_explicit']")
+        sizes = Sizes(self.comm, layout.numel, sum(p.numel() for p in params), self.reducer)
+        ws = self.workspace
+        if ws is not None and ws.key == Workspace.key_of(sizes, form, n_out):
+            ws.wiring.rebind(dyn, dyn_ex)
+        else:
+            self.discard()
+            ws = self.workspace = Workspace(self.comm, self.source.prefix, sizes, form, n_out, dyn, dyn_ex,
+                                            self.trap, self.reducer, self.options, self._post_step)
+        return ws, dyn, dyn_ex
+
+    def _configure(self, ws, s, steps, plan, ts_type, dtype, record):
+        """PETSc options (code defaults under the command line), trajectory, times ``s``."""
+        ts = ws.ts
+        defaults = self.method.petsc_defaults(self.options, ts_type, dtype)
+        defaults.update(steps.petsc_defaults())
+        defaults.update(plan.petsc_defaults())
+        with self.source.applied(defaults):
+            plan.attach(ts)
+            ts.setFromOptions()
+            if record and not has_adjoint(ts.getType()):
+                raise ValueError(
+                    f"TS type {ts.getType()!r} has no discrete adjoint in PETSc, so no gradients: use one of "
+                    f"{', '.join(adjoint_method_names())}, or call under torch.no_grad() for a forward-only "
+                    "solve")
+            ws.wiring.configure_pc(ts)
+        ts.setTime(s[0])
+        ts.setStepNumber(0)
+        ts.setMaxTime(s[-1])
+        ts.setEvaluationTimes(s)
+
+    def _post_step(self, ts):
+        if self._active is None:  # the adjoint re-taking a forward step from a checkpoint
+            self.stats.recomputed(1)
+            return
+        rec, steps = self._active
+        rec.step_times.append(ts.getTime())
+        steps.after_step(ts)
+        rec.plan.on_step(ts.getStepNumber(), vec_view(ts.getSolution(), "r"))
+
+    # ------------------------------------------------------------------ backward
+    def holds(self, rec):
+        """Whether ``rec``'s forward is still recorded (no later call replaced it)."""
+        return len(rec.s) == 1 or (rec.run == self._run and rec.plan.valid)
+
+    def backward(self, rec, grad_ys):
+        """The adjoint of the recorded forward call ``rec`` (see :func:`pnode.adjoint.sweep`);
+        the recording is freed afterwards, whatever happens."""
+        try:
+            return sweep(rec, grad_ys, self.stats, self.reducer)
+        except BaseException:
+            self.discard()
+            raise
+        finally:
+            rec.plan.release()
+
+    # ------------------------------------------------------------------ cleanup
+    def release(self):
+        """Free the last call's trajectory or checkpoints."""
+        if self._plan is not None:
+            self._plan.release()
+            self._plan = None
+
+    def discard(self):
+        """Destroy the PETSc objects (the next call builds new ones)."""
+        self.release()
+        if self.workspace is not None:
+            self.workspace.destroy()
+            self.workspace = None

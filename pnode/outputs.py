@@ -1,0 +1,46 @@
+"""Saving: the states at the output times of a finished forward solve, and where the
+adjoint's output intervals begin and end."""
+import torch
+
+from .bridge import vec_view
+from .errors import SolverError, reason_name
+
+
+def collect(ts, s, times, sign, step_times, reducer, max_num_steps=None):
+    """The outputs of a finished solve, checked.
+
+    Args:
+        ts: the TS after ``solve``.
+        s: requested output times in solver time; ``times`` the user's.
+        sign: +1, or -1 when the user's ``t`` decreases (solver time ``s = -t``).
+        step_times: accepted step boundaries (solver time) from the post-step hook.
+        reducer: the solver's :class:`~pnode.parallel.Reducer` (finiteness is agreed on).
+        max_num_steps: the solver's step limit, if any (for the message).
+
+    Returns:
+        ``(ys, segments)``: ``(len(t), n)`` float64 states and, for each output time, the
+        index of the step that reached it.
+
+    Raises:
+        SolverError: PETSc stopped early, or the solution is not finite.
+    """
+    time, steps = sign * ts.getTime(), ts.getStepNumber()
+    reason = ts.getConvergedReason()
+    if reason < 0:
+        raise SolverError(f"PETSc forward solve failed ({reason_name(reason)}) at t={time:.6g} "
+                          f"after {steps} steps", reason=reason_name(reason), time=time, steps=steps)
+    sol_times, sols = ts.getEvaluationSolutions()
+    if len(sols) != len(s):
+        why = (f"max_num_steps={max_num_steps} reached" if max_num_steps and steps >= max_num_steps
+               else f"{len(sols)} of {len(s)} output times reached")
+        raise SolverError(f"PETSc forward solve stopped at t={time:.6g} before t[-1]={times[-1]:.6g}: "
+                          f"{why}", reason="MAX_STEPS" if max_num_steps else "INCOMPLETE", time=time,
+                          steps=steps)
+    ys = torch.stack([vec_view(v, "r").clone() for v in sols])
+    if reducer.any(not bool(torch.isfinite(ys).all())):
+        raise SolverError(f"the solution is not finite (NaN/Inf) by t={times[-1]:.6g}",
+                          reason="NAN", time=time, steps=steps)
+    # PETSc records an output at the step that reached it up to its tolerance (~1e-15
+    # relative): locate the steps by the times it actually reached
+    step_of = {x: k for k, x in enumerate(step_times)}
+    return ys, [step_of[float(x)] for x in sol_times]

@@ -1,0 +1,102 @@
+"""Step control, resolved once per solve: fixed or adaptive steps, the first step, and
+landing exactly on the output times.
+
+Precedence follows :class:`~pnode.petsc_options.OptionSource`: ``-ts_adapt_type`` and
+``-ts_time_step`` (command line or ``petsc_options``) win over ``options["step_size"]``,
+``options["first_step"]`` and the method's own default (adaptive when it has an error
+estimator).
+"""
+import math
+
+
+class StepControl:
+    """How the steps of one solve are chosen.
+
+    Args:
+        method: the :class:`~pnode.methods.Method`.
+        options: the solver's validated ``options`` dict.
+        source: the solver's :class:`~pnode.petsc_options.OptionSource`.
+        rtol, atol: the solver's tolerances (for the initial-step heuristic).
+
+    Attributes:
+        adapt_type: PETSc's ``ts_adapt_type`` for the solve (``"none"`` = fixed steps).
+        fixed: whether the steps are fixed.
+        grid_dt: the fixed step the user asked for (``-ts_time_step`` or
+            ``options["step_size"]``), else None.
+    """
+
+    def __init__(self, method, options, source, rtol, atol):
+        self.method, self.options, self.rtol, self.atol = method, options, rtol, atol
+        default_fixed = "step_size" in options or not method.adaptive
+        self.adapt_type = source.get("ts_adapt_type") or ("none" if default_fixed else "basic")
+        self.fixed = self.adapt_type == "none"
+        dt_option = source.get("ts_time_step") or source.get("ts_dt")
+        self._dt_option = None if dt_option is None else float(dt_option)
+        self.grid_dt = self._dt_option if self._dt_option is not None else options.get("step_size")
+        self._out = None
+        self._step = None
+
+    def petsc_defaults(self):
+        """The step options PETSc gets (tolerances are the solver's)."""
+        opts = {"ts_adapt_type": self.adapt_type, "ts_rtol": self.rtol, "ts_atol": self.atol}
+        if "max_num_steps" in self.options:
+            opts["ts_max_steps"] = self.options["max_num_steps"]
+        return opts
+
+    def first_step(self, s, y0, rhs, rms):
+        """The first step size (solver time units) and remember the output times ``s``.
+
+        Args:
+            s: output times in solver time (increasing).
+            y0: flat float64 initial state.
+            rhs: ``rhs(s, u)`` evaluating the whole right-hand side without a graph.
+            rms: ``rms(x)``, the global RMS norm (every rank must choose the same step).
+        """
+        self._out = s
+        if self._dt_option is not None:
+            dt = self._dt_option
+        elif "step_size" in self.options:
+            dt = self.options["step_size"]
+        elif "first_step" in self.options:
+            dt = self.options["first_step"]
+        elif not self.method.adaptive:
+            dt = s[-1] - s[0]  # one step per output interval, as torchdiffeq does
+        else:
+            dt = initial_step(s, y0, rhs, rms, self.rtol, self.atol, self.method.order)
+        self._step = float(dt) if self.fixed else None
+        return float(dt)
+
+    def after_step(self, ts):
+        """With fixed steps, PETSc keeps a step that was shortened to land on an output
+        time; take the full step again, shortened only to land on the next output time."""
+        if self._step is None:
+            return
+        t = ts.getTime()
+        nxt = next((x for x in self._out if x > t), None)
+        if nxt is not None:
+            gap, h = nxt - t, self._step
+            ts.setTimeStep(gap if h >= gap or abs(h - gap) <= 1e-12 * abs(gap) else h)
+
+
+def initial_step(s, y0, rhs, rms, rtol, atol, order):
+    """Hairer-Norsett-Wanner's starting step for an adaptive method of ``order``."""
+    span = s[-1] - s[0]
+    f0 = rhs(s[0], y0)
+    scale = atol + rtol * y0.abs()
+    d0, d1 = rms(y0 / scale), rms(f0 / scale)
+    h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+    h0 = min(h0, span)
+    f1 = rhs(s[0] + h0, y0 + h0 * f0)
+    d2 = rms((f1 - f0) / scale) / h0
+    if d2 <= 1e-15 and float(d1) <= 1e-15:
+        h1 = max(1e-6, h0 * 1e-3)
+    else:
+        h1 = (0.01 / max(float(d1), d2)) ** (1.0 / (order + 1))
+    return min(100 * h0, h1, span)
+
+
+def global_rms(reducer, count):
+    """``rms(x)`` over all ranks' entries of ``x`` (``count`` entries in all)."""
+    def rms(x):
+        return math.sqrt(reducer.sum(float(x.pow(2).sum())) / count)
+    return rms

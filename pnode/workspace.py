@@ -1,0 +1,67 @@
+"""The PETSc objects of one solver configuration: a TS, its Vecs and its wiring.
+
+A workspace is built for one (state sizes, form, number of output times) and reused by
+every call that matches; anything else gets a fresh one (PETSc 3.26's
+``TSSetEvaluationTimes`` frees, and does not reallocate, its arrays when the count of
+output times changes). When a call fails anywhere, its workspace is destroyed and the
+next call builds a new one, so no half-finished PETSc state is ever reused.
+"""
+from petsc4py import PETSc
+
+from .forms import Wiring
+from .forms.jacobians import MassMatrix
+from .parallel import new_vec
+
+
+class Workspace:
+    """A TS wired to ``dyn`` (and ``dyn_ex``) with its solution and adjoint Vecs.
+
+    Args:
+        comm: PETSc communicator.
+        prefix: options prefix of the TS (None for none).
+        sizes: :class:`~pnode.parallel.Sizes`.
+        form: ``rhs``, ``implicit`` or ``imex``.
+        n_out: number of output times.
+        dyn, dyn_ex: :class:`~pnode.dynamics.Dynamics` of ``func`` and of the explicit
+            IMEX part (or None).
+        trap: the solver's :class:`~pnode.errors.CallbackTrap`.
+        reducer: the :class:`~pnode.parallel.Reducer`.
+        options: the solver's validated ``options`` (mass, jacobian, preconditioner).
+        post_step: ``post_step(ts)`` run after every accepted step.
+
+    Attributes:
+        ts, u, lam, mu: the TS, its solution Vec, the adjoint state Vec and the
+            parameter-gradient Vec (None without parameters).
+        key: the configuration this workspace serves.
+    """
+
+    def __init__(self, comm, prefix, sizes, form, n_out, dyn, dyn_ex, trap, reducer, options, post_step):
+        self.key = self.key_of(sizes, form, n_out)
+        self.sizes = sizes
+        self.u = new_vec(comm, *sizes.state)
+        self.lam = self.u.duplicate()
+        self.mu = new_vec(comm, *sizes.params) if sizes.n_p else None
+        ts = self.ts = PETSc.TS().create(comm=comm)
+        if prefix:
+            ts.setOptionsPrefix(prefix)
+        ts.setProblemType(PETSc.TS.ProblemType.NONLINEAR)
+        mass = MassMatrix(options["mass"], dyn.layout) if "mass" in options else None
+        self.wiring = Wiring(ts, form, sizes, reducer, dyn, dyn_ex, trap, mass=mass,
+                             dense=options.get("jacobian") == "dense",
+                             preconditioner=options.get("preconditioner"))
+        ts.setPostStep(trap.wrap(post_step))
+        ts.setExactFinalTime(PETSc.TS.ExactFinalTime.MATCHSTEP)
+
+    @staticmethod
+    def key_of(sizes, form, n_out):
+        """The configuration key a workspace is reusable for."""
+        return (sizes.key(), form, n_out)
+
+    def destroy(self):
+        """Destroy every PETSc object (the workspace is unusable afterwards)."""
+        self.wiring.forget()
+        self.wiring.destroy()
+        for obj in (self.ts, self.u, self.lam, self.mu):
+            if obj is not None:
+                obj.destroy()
+        self.ts = self.u = self.lam = self.mu = None
