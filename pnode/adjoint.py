@@ -24,11 +24,11 @@ def sweep(rec, grad_ys, stats, reducer):
     Returns:
         ``(grad_y0, grad_params)``: flat float64 tensors (``n`` and ``n_params`` long).
     """
+    g = grad_ys.detach().to(PETSC_DTYPE)
+    if rec.trivial:  # y(t) = y0 at every output time
+        return g.sum(0), torch.zeros(sum(p.numel() for p in rec.params), dtype=PETSC_DTYPE)
     ws = rec.workspace
     ts, lam, mu, n_p = ws.ts, ws.lam, ws.mu, ws.sizes.n_p
-    g = grad_ys.detach().to(PETSC_DTYPE)
-    if len(rec.s) == 1:
-        return g[0].clone(), torch.zeros(n_p, dtype=PETSC_DTYPE)
     vec_write(lam, g[-1])
     if mu is not None:
         mu.zeroEntries()
@@ -48,10 +48,17 @@ def sweep(rec, grad_ys, stats, reducer):
     stats.adjoint_done(ts, adjoint_steps)
     grad_y0 = vec_view(lam, "r").clone()
     if mu is None:
-        return grad_y0, torch.zeros(0, dtype=PETSC_DTYPE)
-    # the parameter gradient lives on rank 0; every rank gets it
-    grad_p = vec_view(mu, "r").clone() if reducer.root else torch.zeros(n_p, dtype=PETSC_DTYPE)
-    return grad_y0, reducer.broadcast(grad_p)
+        grad_p = torch.zeros(0, dtype=PETSC_DTYPE)
+    else:  # the parameter gradient lives on rank 0; every rank gets it
+        grad_p = vec_view(mu, "r").clone() if reducer.root else torch.zeros(n_p, dtype=PETSC_DTYPE)
+        grad_p = reducer.broadcast(grad_p)
+    finite_out = bool(torch.isfinite(grad_y0).all()) and bool(torch.isfinite(grad_p).all())
+    if reducer.any(bool(torch.isfinite(g).all()) and not finite_out):  # NaN in, NaN out is torch's way
+        time, steps = rec.clock.user(rec.s[0]), adjoint_steps
+        raise SolverError(f"the adjoint is not finite (NaN/Inf) after {steps} adjoint steps: the vector "
+                          "field's derivatives are not finite along the solution", reason="NAN",
+                          time=time, steps=steps)
+    return grad_y0, grad_p
 
 
 class _ODEAdjoint(torch.autograd.Function):
@@ -62,23 +69,31 @@ class _ODEAdjoint(torch.autograd.Function):
         ys, rec = integrator.forward(layout, y0_flat, times, list(params), record=record)
         ctx.integrator, ctx.layout, ctx.rec = integrator, layout, rec
         ctx.step_times = integrator.step_times
-        ctx.save_for_backward(y0_flat)
+        # saved through torch so that an in-place change before backward (an optimizer
+        # step on a shared parameter) raises torch's own error, not a wrong gradient
+        ctx.save_for_backward(y0_flat, *params)
+        ctx.fingerprint = _fingerprint(params)
         return ys.to(device=layout.device, dtype=layout.dtype)
 
     @staticmethod
     def backward(ctx, grad_ys):
         integrator, layout, rec = ctx.integrator, ctx.layout, ctx.rec
+        if torch.is_grad_enabled():
+            raise RuntimeError("pnode's adjoint is not differentiable: backward(create_graph=True) and "
+                               "higher derivatives through odeint/ODESolver are not supported")
+        y0_flat = ctx.saved_tensors[0]  # checks the version counters of everything saved
+        if _fingerprint(rec.params) != ctx.fingerprint:  # changed through .data: no version bump
+            raise RuntimeError("one of the parameters needed for gradient computation has been modified "
+                               "(through .data) after pnode's forward solve; call backward before changing "
+                               "the parameters")
         if not integrator.holds(rec):
             # The trajectory belongs to another call (the same solver ran again before
             # this backward, or ran without recording): re-solve this call first. Same
             # inputs, same accepted steps, so the gradient is this call's.
-            (y0_flat,) = ctx.saved_tensors
             _, rec = integrator.forward(layout, y0_flat, rec.times, rec.params, record=True)
             if not torch.equal(integrator.step_times, ctx.step_times):
-                raise SolverError(
-                    f"re-solving for the backward pass took {len(integrator.step_times) - 1} steps where the "
-                    f"forward took {len(ctx.step_times) - 1} (did the parameters change in between?)",
-                    reason="RESOLVE_MISMATCH", steps=len(integrator.step_times) - 1)
+                raise SolverError(_mismatch(integrator.step_times, ctx.step_times), reason="RESOLVE_MISMATCH",
+                                  steps=len(integrator.step_times) - 1)
             integrator.stats.recomputed(integrator.stats["steps"])
         grad_y0, grad_p = integrator.backward(rec, grad_ys)
         grads, offset = [], 0
@@ -87,6 +102,27 @@ class _ODEAdjoint(torch.autograd.Function):
             grads.append(grad_p[offset:offset + k].reshape(p.shape).to(device=p.device, dtype=p.dtype))
             offset += k
         return (None, None, None, None, grad_y0.to(device=layout.device, dtype=layout.dtype), *grads)
+
+
+def _fingerprint(params):
+    """Exact sums of the parameters' values and squares: a change made through ``.data``
+    bumps no version counter, but alters these (O(n_params), small beside a solve)."""
+    if not params:
+        return None
+    with torch.no_grad():
+        return torch.stack([torch.stack((p.sum(), (p * p).sum())).double() for p in params]).tolist()
+
+
+def _mismatch(again, first):
+    """Why a re-solve for the backward pass is not the forward it replaces."""
+    n, m = len(again) - 1, len(first) - 1
+    if n != m:
+        what = f"took {n} steps where the forward took {m}"
+    else:
+        k = int((again != first).nonzero()[0])
+        what = (f"took the forward's {m} steps but step {k} ended at t={float(again[k]):.17g} instead of "
+                f"{float(first[k]):.17g}")
+    return f"re-solving for the backward pass {what} (did the parameters or func change in between?)"
 
 
 def solve(integrator, layout, y0, times, params, record=True):

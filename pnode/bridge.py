@@ -62,6 +62,8 @@ class StateLayout:
                 raise TypeError(f"y0 must be a Tensor or a tuple of Tensors, got {type(m).__name__}")
             if m.dtype not in (torch.float32, torch.float64):
                 raise TypeError(f"y0 must be float32 or float64, got {m.dtype}")
+            if m.device.type == "meta":
+                raise TypeError("y0 is on the meta device (no data); pnode needs a CPU or CUDA tensor")
         dtypes = {m.dtype for m in members}
         devices = {m.device for m in members}
         if len(dtypes) > 1 or len(devices) > 1:
@@ -90,9 +92,37 @@ class StateLayout:
         """Flat tensor of shape ``(..., numel)`` -> user state with the leading dims kept."""
         lead = flat.shape[:-1]
         parts = torch.split(flat, self.sizes, dim=-1)
-        members = tuple(p.reshape(*lead, *s) for p, s in zip(parts, self.shapes))
+        members = tuple(p.reshape(tuple(lead) + tuple(s)) for p, s in zip(parts, self.shapes))
         return members if self.is_tuple else members[0]
 
     def to_model(self, x):
         """Convert a PETSc-side tensor to the model's dtype and device (no copy if equal)."""
         return x.to(device=self.device, dtype=self.dtype)
+
+
+@dataclass(frozen=True)
+class Clock:
+    """The map between the user's time ``t`` and PETSc's time ``s``: ``t = t0 + sign*s``.
+
+    PETSc always integrates forward from ``s = 0``: a decreasing ``t`` (``sign = -1``)
+    becomes the field ``-func(t0 - s, y)``, and measuring from ``t0`` keeps the full
+    float64 resolution of the step sizes however large ``|t0|`` is (PETSc compares
+    times with absolute tolerances).
+    """
+
+    t0: float
+    sign: float
+
+    @classmethod
+    def of(cls, times):
+        """The clock of the output times ``times`` (Python floats, strictly monotone)."""
+        sign = 1.0 if len(times) < 2 or times[-1] > times[0] else -1.0
+        return cls(float(times[0]), sign)
+
+    def user(self, s):
+        """User time of solver time ``s``."""
+        return self.t0 + self.sign * s
+
+    def solver(self, t):
+        """Solver time of user time ``t``."""
+        return self.sign * (t - self.t0)

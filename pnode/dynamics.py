@@ -19,44 +19,57 @@ class Dynamics:
         func: callable ``func(t, y)``; ``t`` a 0-d tensor, ``y`` in the user's layout.
         layout: the :class:`~pnode.bridge.StateLayout` of the state.
         params: tensors to differentiate with respect to (may be empty).
-        time_sign: +1, or -1 when the user's ``t`` decreases: PETSc then integrates in
-            ``s = -t`` the field ``-func(-s, y)``.
+        clock: the :class:`~pnode.bridge.Clock` mapping PETSc's time to the user's
+            (a decreasing ``t`` makes the field ``-func(t0 - s, y)``).
         stats: dict whose ``rhs_evals``/``jvp_evals``/``vjp_evals`` counters are bumped.
         joint_vjp: compute the parameter VJP together with the state VJP and keep it for
             the parameter-Jacobian callback (exact when keyed by inputs; halves the
             backward cost of explicit methods, where PETSc asks for both at one point).
     """
 
-    def __init__(self, func, layout, params, time_sign, stats, joint_vjp=True, name="func"):
+    def __init__(self, func, layout, params, clock, stats, joint_vjp=True, name="func"):
         self.func = func
         self.layout = layout
         self.params = list(params)
-        self.time_sign = float(time_sign)
+        self.clock = clock
         self.stats = stats
         self.joint_vjp = joint_vjp
         self.name = name
-        self._checked = False
         self._recent = []  # small cache of Linearizations, newest last
 
     def __call__(self, s, u):
         """Evaluate on a model-dtype flat tensor ``u`` at solver time ``s``; returns flat."""
-        t = torch.tensor(self.time_sign * s, dtype=self.layout.dtype, device=self.layout.device)
-        y = self.layout.unflatten(u)
-        out = self.func(t, y)
-        if not self._checked:
-            self._check_output(out)
+        t = torch.tensor(self.clock.user(s), dtype=self.layout.dtype, device=self.layout.device)
+        out = self.func(t, self.layout.unflatten(u))
+        self._check_output(out)
         flat = self.layout.flatten(out)
-        return flat if self.time_sign > 0 else -flat
+        return flat if self.clock.sign > 0 else -flat
 
     def _check_output(self, out):
+        """Every call: a wrong shape would be silently reshaped or broadcast, a wrong
+        dtype silently converted (cheap: a few tuple comparisons)."""
         lay = self.layout
-        members = out if isinstance(out, (tuple, list)) else (out,)
-        got = tuple(tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__ for m in members)
+        if not lay.is_tuple and isinstance(out, torch.Tensor):
+            if out.shape == lay.shapes[0] and out.dtype == lay.dtype:
+                return
+            members = (out,)
+        elif lay.is_tuple and isinstance(out, (tuple, list)):
+            members = tuple(out)
+        else:
+            want = "a tuple of Tensors" if lay.is_tuple else "a Tensor"
+            raise TypeError(f"{self.name} must return {want} like the state, got {type(out).__name__}")
+        for m in members:
+            if not isinstance(m, torch.Tensor):
+                raise TypeError(f"{self.name} must return Tensors, got {type(m).__name__}")
+        got = tuple(tuple(m.shape) for m in members)
         want = tuple(tuple(s) for s in lay.shapes)
-        if (isinstance(out, (tuple, list)) != lay.is_tuple) or got != want:
+        if got != want:
             fmt = (lambda s: s) if lay.is_tuple else (lambda s: s[0])
             raise ValueError(f"{self.name} returned shape {fmt(got)} but the state has shape {fmt(want)}")
-        self._checked = True
+        bad = [m.dtype for m in members if m.dtype != lay.dtype]
+        if bad:
+            raise TypeError(f"{self.name} returned dtype {bad[0]} but the state has dtype {lay.dtype} "
+                            f"(return the state's dtype)")
 
     def rhs(self, s, u64):
         """``f(s, u)`` without a graph; ``u64`` a PETSc-side flat tensor; returns float64."""

@@ -17,7 +17,7 @@ import torch
 
 from . import checkpoint as _ckpt
 from .adjoint import sweep
-from .bridge import PETSC_DTYPE, vec_view, vec_write
+from .bridge import PETSC_DTYPE, Clock, vec_view, vec_write
 from .dynamics import Dynamics
 from .errors import CallbackTrap, PetscCall
 from .methods import adjoint_method_names, form_of, has_adjoint
@@ -34,7 +34,8 @@ class Record:
 
     Attributes:
         run: the integrator's call counter when it ran (a later call invalidates it).
-        times, s, sign: the user's output times, the solver's (``s = sign * t``), sign.
+        times, s, clock: the user's output times, the solver's, and the
+            :class:`~pnode.bridge.Clock` between them.
         step_times: accepted step boundaries in solver time.
         segments: for each output time, the index of the step that reached it.
         plan: the checkpoint plan that kept what the adjoint needs.
@@ -46,13 +47,14 @@ class Record:
     run: int
     times: List[float]
     s: List[float]
-    sign: float
+    clock: Any
     workspace: Any
     params: list
     call: Any
     step_times: List[float] = field(default_factory=list)
     segments: List[int] = field(default_factory=list)
     plan: Any = field(default_factory=_ckpt.NoRecord)
+    trivial: bool = False  # one output time or an empty state: no PETSc solve at all
 
     @property
     def u(self):
@@ -95,19 +97,22 @@ class Integrator:
             raise
 
     def _forward(self, layout, y0_flat, times, params, record):
-        sign = 1.0 if len(times) < 2 or times[-1] > times[0] else -1.0
-        s = [sign * x for x in times]
+        clock = Clock.of(times)
+        s = [clock.solver(x) for x in times]
         self.release()
         self.stats = Stats()
-        ts_type = self.source.get("ts_type") or self.method.ts_type
-        ws, dyn, dyn_ex = self._workspace(layout, params, sign, len(s), form_of(ts_type))
-        y0 = y0_flat.detach().to(PETSC_DTYPE)
-        vec_write(ws.u, y0)
         self._run += 1
-        call = PetscCall(self.trap, self.reducer, lambda: (sign * ws.ts.getTime(), ws.ts.getStepNumber()))
-        rec = Record(self._run, times, s, sign, ws, params, call, step_times=[s[0]])
-        if len(s) == 1:
-            return y0.reshape(1, -1).clone(), rec
+        y0 = y0_flat.detach().to(PETSC_DTYPE)
+        rec = Record(self._run, times, s, clock, None, params, None, step_times=[s[0]])
+        if len(s) == 1 or self.reducer.sum(layout.numel) == 0:  # nothing to integrate
+            rec.trivial = True
+            self.step_times = torch.tensor(times, dtype=torch.float64)
+            return y0.reshape(1, -1).expand(len(s), -1).clone(), rec
+        ts_type = self.source.get("ts_type") or self.method.ts_type
+        ws, dyn, dyn_ex = self._workspace(layout, params, clock, len(s), form_of(ts_type))
+        vec_write(ws.u, y0)
+        rec.workspace = ws
+        rec.call = PetscCall(self.trap, self.reducer, lambda: (clock.user(ws.ts.getTime()), ws.ts.getStepNumber()))
         steps = StepControl(self.method, self.options, self.source, self.rtol, self.atol)
         rec.plan = self._plan = _ckpt.plan(self.checkpoint, record, steps, s, self.source, ws.sizes.N,
                                            ws.sizes.n, self.method.stages, y0)
@@ -116,18 +121,18 @@ class Integrator:
         ws.ts.setTimeStep(steps.first_step(s, y0, rhs, global_rms(self.reducer, ws.sizes.N)))
         self._active = (rec, steps)
         try:
-            call("forward solve", lambda: ws.ts.solve(ws.u))
+            rec.call("forward solve", lambda: ws.ts.solve(ws.u))
         finally:
             self._active = None
         ws.wiring.forget()
-        self.step_times = torch.tensor([sign * x for x in rec.step_times], dtype=torch.float64)
+        self.step_times = torch.tensor([clock.user(x) for x in rec.step_times], dtype=torch.float64)
         self.stats.forward_done(ws.ts)
-        ys, rec.segments = collect(ws.ts, s, times, sign, rec.step_times, self.reducer,
+        ys, rec.segments = collect(ws.ts, s, times, clock, rec.step_times, self.reducer,
                                    self.options.get("max_num_steps"))
         rec.plan.account(self.stats, self.stats["steps"], layout.numel)
         return ys, rec
 
-    def _workspace(self, layout, params, sign, n_out, form):
+    def _workspace(self, layout, params, clock, n_out, form):
         """Dynamics for this call, and a workspace for its configuration (reused when
         the state sizes, form and number of output times match)."""
         fe = self.options.get("func_explicit")
@@ -137,8 +142,8 @@ class Integrator:
         if form != "imex" and fe is not None:
             raise ValueError("options['func_explicit'] needs an IMEX method (kencarp3/4/5, arkimex), "
                              f"not TS type {self.source.get('ts_type') or self.method.ts_type!r}")
-        dyn = Dynamics(self.func, layout, params, sign, self.stats, joint_vjp=(form == "rhs"), name="func")
-        dyn_ex = None if fe is None else Dynamics(fe, layout, params, sign, self.stats, joint_vjp=False,
+        dyn = Dynamics(self.func, layout, params, clock, self.stats, joint_vjp=(form == "rhs"), name="func")
+        dyn_ex = None if fe is None else Dynamics(fe, layout, params, clock, self.stats, joint_vjp=False,
                                                   name="options['func_explicit']")
         sizes = Sizes(self.comm, layout.numel, sum(p.numel() for p in params), self.reducer)
         ws = self.workspace
@@ -182,7 +187,7 @@ class Integrator:
     # ------------------------------------------------------------------ backward
     def holds(self, rec):
         """Whether ``rec``'s forward is still recorded (no later call replaced it)."""
-        return len(rec.s) == 1 or (rec.run == self._run and rec.plan.valid)
+        return rec.trivial or (rec.run == self._run and rec.plan.valid)
 
     def backward(self, rec, grad_ys):
         """The adjoint of the recorded forward call ``rec`` (see :func:`pnode.adjoint.sweep`);

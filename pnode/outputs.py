@@ -6,13 +6,13 @@ from .bridge import vec_view
 from .errors import SolverError, reason_name
 
 
-def collect(ts, s, times, sign, step_times, reducer, max_num_steps=None):
+def collect(ts, s, times, clock, step_times, reducer, max_num_steps=None):
     """The outputs of a finished solve, checked.
 
     Args:
         ts: the TS after ``solve``.
         s: requested output times in solver time; ``times`` the user's.
-        sign: +1, or -1 when the user's ``t`` decreases (solver time ``s = -t``).
+        clock: the :class:`~pnode.bridge.Clock` between solver and user time.
         step_times: accepted step boundaries (solver time) from the post-step hook.
         reducer: the solver's :class:`~pnode.parallel.Reducer` (finiteness is agreed on).
         max_num_steps: the solver's step limit, if any (for the message).
@@ -24,7 +24,7 @@ def collect(ts, s, times, sign, step_times, reducer, max_num_steps=None):
     Raises:
         SolverError: PETSc stopped early, or the solution is not finite.
     """
-    time, steps = sign * ts.getTime(), ts.getStepNumber()
+    time, steps = clock.user(ts.getTime()), ts.getStepNumber()
     reason = ts.getConvergedReason()
     if reason < 0:
         raise SolverError(f"PETSc forward solve failed ({reason_name(reason)}) at t={time:.6g} "

@@ -57,20 +57,22 @@ def option_defaults(prefix, defaults):
     """Insert ``defaults`` (``{"ts_type": "rk", ...}``) under ``prefix`` where unset.
 
     Options already in the database (from the command line or the user's own
-    ``PETSc.Options()``) win. The inserted ones are removed on exit.
+    ``PETSc.Options()``) win. On exit the database is as it was before: the inserted
+    options are removed, and so is anything PETSc itself added while reading them
+    (a deprecated name such as ``-ts_dt`` is copied to its new name), so that no
+    setting leaks into a later solver.
     """
     db = PETSc.Options()
-    added = []
+    before = set(db.getAll())
     try:
         for key, value in defaults.items():
             name = option_name(prefix, key)
             if not db.hasName(name):
                 db.setValue(name, format_value(value))
-                added.append(name)
         yield
     finally:
-        for name in added:
-            db.delValue(name)
+        for name in set(db.getAll()) - before:
+            db.delValue("-" + name)
 
 
 def user_value(prefix, key):

@@ -7,14 +7,13 @@ The solver validates its settings (:mod:`pnode.validate`, :mod:`pnode.methods`,
 """
 import weakref
 
-import torch
-
 from . import checkpoint as _ckpt
 from .adjoint import solve
 from .bridge import StateLayout
 from .integrator import Integrator
 from .methods import get_method
 from .parallel import as_petsc
+from .params import differentiated
 from .petsc_options import OptionSource
 from .validate import check_options, check_t, check_tolerance
 
@@ -40,7 +39,8 @@ class ODESolver:
         prefix: PETSc options prefix (``"enc_"`` reads ``-enc_ts_type``).
         comm: MPI communicator (default ``COMM_SELF``).
         adjoint_params: tensors to differentiate with respect to (default: the
-            parameters of ``func`` and ``options["func_explicit"]``).
+            parameters of ``func`` and ``options["func_explicit"]``; for a plain
+            function or lambda, those of the modules it refers to).
 
     Attributes:
         stats: dict of counters from the last forward (and backward) pass: ``steps``,
@@ -95,20 +95,10 @@ class ODESolver:
 
     @property
     def params(self):
-        """Tensors that receive gradients (requires_grad ones only)."""
-        if self._adjoint_params is not None:
-            ps = self._adjoint_params
-        else:
-            ps = []
-            for m in (self.func, self.options.get("func_explicit")):
-                if isinstance(m, torch.nn.Module):
-                    ps.extend(m.parameters())
-        seen, out = set(), []
-        for p in ps:
-            if isinstance(p, torch.Tensor) and p.requires_grad and id(p) not in seen:
-                seen.add(id(p))
-                out.append(p)
-        return out
+        """Tensors that receive gradients (``requires_grad`` ones only): ``adjoint_params``
+        if given, else the parameters of ``func`` (an ``nn.Module``) or of the modules a
+        plain ``func`` refers to (see :mod:`pnode.params`), and of ``func_explicit``."""
+        return differentiated(self.func, self.options.get("func_explicit"), self._adjoint_params)
 
     @property
     def stats(self):

@@ -69,7 +69,7 @@ class ShellPC:
         lin, shift = self.point
         dyn = lin.dyn
         lay = dyn.layout
-        t = torch.tensor(dyn.time_sign * lin.s, dtype=lay.dtype, device=lay.device)
+        t = torch.tensor(dyn.clock.user(lin.s), dtype=lay.dtype, device=lay.device)
         with torch.no_grad():
             z = self.fn(t, lay.unflatten(lay.to_model(lin.u64)), shift,
                         lay.unflatten(lay.to_model(vec_view(X, "r"))), transpose)
