@@ -4,6 +4,7 @@ import itertools
 from torch import nn
 
 from .solver import ODESolver
+from .validate import check_end_time
 
 _COUNTER = itertools.count()
 
@@ -24,7 +25,7 @@ class ODEBlock(nn.Module):
     def __init__(self, func, t1=1.0, recompute_forward=False, **solver_kwargs):
         super().__init__()
         self.func = func
-        self.t1 = float(t1)
+        self.t1 = check_end_time(t1)
         self.recompute_forward = bool(recompute_forward)
         solver_kwargs.setdefault("prefix", f"block{next(_COUNTER)}_")
         self.solver = ODESolver(func, **solver_kwargs)
@@ -35,5 +36,7 @@ class ODEBlock(nn.Module):
         return self.solver.stats
 
     def forward(self, x):
-        """``x``: state tensor ``(batch, ...)``; returns the state at ``t1``, same shape."""
-        return self.solver(x, [0.0, self.t1], recompute_forward=self.recompute_forward)[-1]
+        """``x``: state tensor ``(batch, ...)`` (or a tuple of them); returns the state at
+        ``t1``, same shape (a tuple for a tuple)."""
+        ys = self.solver(x, [0.0, self.t1], recompute_forward=self.recompute_forward)
+        return tuple(y[-1] for y in ys) if isinstance(ys, tuple) else ys[-1]

@@ -15,6 +15,7 @@ Every plan answers the same questions: which trajectory options PETSc gets
 run the adjoint over the output intervals (:meth:`backward`), and what it held
 (:meth:`account`).
 """
+import math
 import os
 import re
 import shutil
@@ -42,7 +43,10 @@ def parse_bytes(value, name="max_memory"):
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", value)
         if not m or m.group(2).lower() not in _UNITS:
             raise ValueError(f"{name}={value!r} is not a size like '200MB' or '1.5GiB'")
-        n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+        x = float(m.group(1)) * _UNITS[m.group(2).lower()]
+        if not math.isfinite(x) or x >= 2**63:
+            raise ValueError(f"{name}={value!r} is too large")
+        n = int(x)
     else:
         raise TypeError(f"{name} must be an int number of bytes or a string like '200MB'")
     if n <= 0:
@@ -85,12 +89,12 @@ class Checkpoint:
             return
         if (self.max_ram is None) == (self.max_memory is None):
             raise ValueError("Checkpoint(strategy='binomial') needs exactly one of max_ram or max_memory")
-        if self.max_ram is not None and (not isinstance(self.max_ram, int) or isinstance(self.max_ram, bool) or self.max_ram < 1):
-            raise ValueError(f"Checkpoint max_ram must be a positive int, got {self.max_ram!r}")
+        for name in ("max_ram", "max_disk"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 1 <= v < 2**31):
+                raise ValueError(f"Checkpoint {name} must be a positive int below 2**31, got {v!r}")
         if self.max_memory is not None:
             parse_bytes(self.max_memory)
-        if self.max_disk is not None and (not isinstance(self.max_disk, int) or self.max_disk < 1):
-            raise ValueError(f"Checkpoint max_disk must be a positive int, got {self.max_disk!r}")
         if self.disk_dir is not None and self.max_disk is None:
             raise ValueError("Checkpoint disk_dir needs max_disk")
 
@@ -103,7 +107,7 @@ class Checkpoint:
         if k < 1:
             raise ValueError(
                 f"Checkpoint max_memory={self.max_memory!r} holds no checkpoint: one needs {per} bytes")
-        return int(k)
+        return int(min(k, 2**31 - 1))  # PETSc's slot count is a 32-bit int
 
 
 def revolve_optimum(steps, snaps):

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any, List
 
 import torch
+from petsc4py import PETSc
 
 from . import checkpoint as _ckpt
 from .adjoint import sweep
 from .bridge import PETSC_DTYPE, Clock, vec_view, vec_write
 from .dynamics import Dynamics
-from .errors import CallbackTrap, PetscCall
+from .errors import CallbackTrap, PetscCall, petsc_message
 from .methods import adjoint_method_names, form_of, has_adjoint
 from .outputs import collect
 from .parallel import Reducer, Sizes
@@ -127,8 +128,7 @@ class Integrator:
         ws.wiring.forget()
         self.step_times = torch.tensor([clock.user(x) for x in rec.step_times], dtype=torch.float64)
         self.stats.forward_done(ws.ts)
-        ys, rec.segments = collect(ws.ts, s, times, clock, rec.step_times, self.reducer,
-                                   self.options.get("max_num_steps"))
+        ys, rec.segments = collect(ws.ts, s, times, clock, rec.step_times, self.reducer, steps.max_steps)
         rec.plan.account(self.stats, self.stats["steps"], layout.numel)
         return ys, rec
 
@@ -163,7 +163,11 @@ class Integrator:
         defaults.update(plan.petsc_defaults())
         with self.source.applied(defaults):
             plan.attach(ts)
-            ts.setFromOptions()
+            try:
+                ts.setFromOptions()
+            except PETSc.Error as err:
+                raise ValueError(f"PETSc rejected an option value: {petsc_message(err)} (check petsc_options and "
+                                 "the command line)") from None
             if record and not has_adjoint(ts.getType()):
                 raise ValueError(
                     f"TS type {ts.getType()!r} has no discrete adjoint in PETSc, so no gradients: use one of "

@@ -1,13 +1,17 @@
 """The functional API, a drop-in for torchdiffeq's ``odeint``/``odeint_adjoint``."""
+import types
 import warnings
-import weakref
+from collections import OrderedDict
 
 from .solver import ODESolver
 
 _IGNORED = ("adjoint_rtol", "adjoint_atol", "adjoint_method", "adjoint_options")
 # Solvers reused across calls with the same func and settings (a training loop calls
 # odeint every iteration; creating PETSc objects each time would dominate tiny problems).
-_CACHE = weakref.WeakKeyDictionary()
+# A least-recently-used table of a few: a training loop that builds a fresh lambda or
+# closure each iteration must not accumulate solvers.
+_CACHE = OrderedDict()
+CACHE_SIZE = 8
 
 
 def _key(value):
@@ -22,17 +26,39 @@ def _key(value):
         return ("id", id(value))
 
 
-def _solver_for(func, settings):
-    key = _key(settings)
+def _func_key(func):
+    """Two plain functions with the same code, closure contents, defaults and globals
+    compute the same field (``lambda t, y: net(y)`` made anew each iteration): one key.
+    Anything else is keyed by identity; the cached solver keeps it alive, so its id
+    cannot be reused by another object while the entry exists."""
+    if isinstance(func, types.FunctionType):
+        cells = tuple(_cell_id(c) for c in (func.__closure__ or ()))
+        return ("function", func.__code__, cells, id(func.__globals__), _key(func.__defaults__))
+    return ("object", id(func))
+
+
+def _cell_id(cell):
     try:
-        per_func = _CACHE.setdefault(func, {})
-    except TypeError:  # not weak-referenceable: no reuse
-        return ODESolver(func, **settings)
-    solver = per_func.get(key)
-    if solver is None:
-        solver = per_func[key] = ODESolver(func, **settings)
-        weakref.finalize(func, solver.close)
+        return id(cell.cell_contents)
+    except ValueError:  # an empty cell
+        return None
+
+
+def _solver_for(func, settings):
+    key = (_func_key(func), _key(settings))
+    # an equal key computes the same field: the cached solver's own func will do
+    solver = _CACHE.pop(key, None) or ODESolver(func, **settings)
+    _CACHE[key] = solver
+    while len(_CACHE) > CACHE_SIZE:
+        _, old = _CACHE.popitem(last=False)
+        old.close()
     return solver
+
+
+def clear_cache():
+    """Close and forget the solvers :func:`odeint` keeps for reuse."""
+    while _CACHE:
+        _CACHE.popitem()[1].close()
 
 
 def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None,

@@ -31,10 +31,10 @@ def collect(ts, s, times, clock, step_times, reducer, max_num_steps=None):
                           f"after {steps} steps", reason=reason_name(reason), time=time, steps=steps)
     sol_times, sols = ts.getEvaluationSolutions()
     if len(sols) != len(s):
-        why = (f"max_num_steps={max_num_steps} reached" if max_num_steps and steps >= max_num_steps
-               else f"{len(sols)} of {len(s)} output times reached")
+        limited = bool(max_num_steps) and steps >= max_num_steps
+        why = f"max_num_steps={max_num_steps} reached" if limited else f"{len(sols)} of {len(s)} output times reached"
         raise SolverError(f"PETSc forward solve stopped at t={time:.6g} before t[-1]={times[-1]:.6g}: "
-                          f"{why}", reason="MAX_STEPS" if max_num_steps else "INCOMPLETE", time=time,
+                          f"{why}", reason="MAX_STEPS" if limited else "INCOMPLETE", time=time,
                           steps=steps)
     ys = torch.stack([vec_view(v, "r").clone() for v in sols])
     if reducer.any(not bool(torch.isfinite(ys).all())):

@@ -15,7 +15,7 @@ from .methods import get_method
 from .parallel import as_petsc
 from .params import differentiated
 from .petsc_options import OptionSource
-from .validate import check_options, check_t, check_tolerance
+from .validate import check_options, check_prefix, check_t, check_tolerance
 
 _LIVE = weakref.WeakSet()  # solvers to close at interpreter exit (see close_all)
 
@@ -65,9 +65,7 @@ class ODESolver:
         self.checkpoint = _ckpt.coerce(checkpoint)
         if petsc_options is not None and not isinstance(petsc_options, dict):
             raise TypeError("petsc_options must be a dict like {'ts_monitor': None}")
-        if prefix is not None and not isinstance(prefix, str):
-            raise TypeError("prefix must be a string")
-        self.prefix = prefix
+        self.prefix = check_prefix(prefix)
         self.petsc_options = dict(petsc_options or {})
         self.comm = as_petsc(comm)
         self._adjoint_params = None if adjoint_params is None else list(adjoint_params)

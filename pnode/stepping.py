@@ -8,6 +8,8 @@ estimator).
 """
 import math
 
+from .validate import DEFAULT_MAX_STEPS
+
 
 class StepControl:
     """How the steps of one solve are chosen.
@@ -30,18 +32,16 @@ class StepControl:
         default_fixed = "step_size" in options or not method.adaptive
         self.adapt_type = source.get("ts_adapt_type") or ("none" if default_fixed else "basic")
         self.fixed = self.adapt_type == "none"
-        dt_option = source.get("ts_time_step") or source.get("ts_dt")
-        self._dt_option = None if dt_option is None else float(dt_option)
+        self._dt_option = _step_option(source)
+        self.max_steps = options.get("max_num_steps", DEFAULT_MAX_STEPS)
         self.grid_dt = self._dt_option if self._dt_option is not None else options.get("step_size")
         self._out = None
         self._step = None
 
     def petsc_defaults(self):
         """The step options PETSc gets (tolerances are the solver's)."""
-        opts = {"ts_adapt_type": self.adapt_type, "ts_rtol": self.rtol, "ts_atol": self.atol}
-        if "max_num_steps" in self.options:
-            opts["ts_max_steps"] = self.options["max_num_steps"]
-        return opts
+        return {"ts_adapt_type": self.adapt_type, "ts_rtol": self.rtol, "ts_atol": self.atol,
+                "ts_max_steps": self.max_steps}
 
     def first_step(self, s, y0, rhs, rms):
         """The first step size (solver time units) and remember the output times ``s``.
@@ -63,8 +63,22 @@ class StepControl:
             dt = s[-1] - s[0]  # one step per output interval, as torchdiffeq does
         else:
             dt = initial_step(s, y0, rhs, rms, self.rtol, self.atol, self.method.order)
-        self._step = float(dt) if self.fixed else None
-        return float(dt)
+        dt = float(dt)
+        if self.fixed:
+            self._check_count(s, dt)
+        self._step = dt if self.fixed else None
+        return dt
+
+    def _check_count(self, s, dt):
+        """Refuse fixed steps that could never finish: more than ``max_num_steps`` of
+        them, or steps below the float spacing of the times (they would not advance)."""
+        span = s[-1] - s[0]
+        implied = span / dt
+        if implied > self.max_steps or s[0] + dt == s[0] or s[-1] - dt == s[-1]:
+            raise ValueError(f"a fixed step of {dt:.6g} implies {implied:.3g} steps over a span of {span:.6g}, "
+                             f"more than max_num_steps={self.max_steps} (or below the float resolution of "
+                             "the times): use a larger options['step_size'] / -ts_time_step, or raise "
+                             "options['max_num_steps']")
 
     def after_step(self, ts):
         """With fixed steps, PETSc keeps a step that was shortened to land on an output
@@ -76,6 +90,22 @@ class StepControl:
         if nxt is not None:
             gap, h = nxt - t, self._step
             ts.setTimeStep(gap if h >= gap or abs(h - gap) <= 1e-12 * abs(gap) else h)
+
+
+def _step_option(source):
+    """``-ts_time_step`` (or the deprecated ``-ts_dt``) as a positive float, or None."""
+    for key in ("ts_time_step", "ts_dt"):
+        value = source.get(key)
+        if value is None:
+            continue
+        try:
+            dt = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"-{key} (petsc_options or command line) must be a number, got {value!r}") from None
+        if not (dt > 0 and math.isfinite(dt)):
+            raise ValueError(f"-{key} must be positive and finite (the direction follows t), got {value!r}")
+        return dt
+    return None
 
 
 def initial_step(s, y0, rhs, rms, rtol, atol, order):

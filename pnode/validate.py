@@ -1,15 +1,22 @@
 """Argument checks, run before PETSc is touched; each error names the argument."""
 import math
 import numbers
+import re
 
 import torch
 
 from .methods import OPTION_KEYS
 
+INT32_MAX = 2**31 - 1  # PETSc's indices (PetscInt) are 32-bit in this build
+DEFAULT_MAX_STEPS = 10**6  # a finite default, so an absurd step size cannot run forever
+JACOBIANS = ("matrix-free", "dense")
+
 
 def check_t(t):
     """``t`` as a list of Python floats; must be 1-D, finite and strictly monotone."""
     if isinstance(t, torch.Tensor):
+        if t.is_complex():
+            raise TypeError(f"t must be real, got {t.dtype}")
         if t.dim() != 1:
             raise ValueError(f"t must be a 1-D tensor of times, got shape {tuple(t.shape)}")
         if t.requires_grad:
@@ -18,7 +25,7 @@ def check_t(t):
     else:
         try:
             times = [float(x) for x in t]
-        except TypeError:
+        except (TypeError, ValueError):
             raise TypeError(f"t must be a 1-D tensor or sequence of times, got {type(t).__name__}") from None
     if not times:
         raise ValueError("t must contain at least one time")
@@ -59,11 +66,45 @@ def check_options(options, method):
             out[key] = float(v)
     if "max_num_steps" in out:
         v = out["max_num_steps"]
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-            raise ValueError(f"options['max_num_steps'] must be a positive int, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not 1 <= v <= INT32_MAX:
+            raise ValueError(f"options['max_num_steps'] must be a positive int below 2**31, got {v!r}")
+    if "theta" in out:
+        v = out["theta"]
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v <= 1:
+            raise ValueError(f"options['theta'] must be a number in (0, 1], got {v!r}")
+    if "endpoint" in out and not isinstance(out["endpoint"], bool):
+        raise TypeError(f"options['endpoint'] must be True or False, got {out['endpoint']!r}")
+    if out.get("jacobian") not in (None,) + JACOBIANS:
+        raise ValueError(f"options['jacobian'] must be one of {', '.join(JACOBIANS)}, got {out['jacobian']!r}")
+    if "mass" in out and isinstance(out["mass"], torch.Tensor) and not out["mass"].is_floating_point():
+        raise TypeError(f"options['mass'] must be a real floating-point tensor, got {out['mass'].dtype}")
+    if "preconditioner" in out and not callable(out["preconditioner"]):
+        raise TypeError("options['preconditioner'] must be callable: prec(t, y, shift, r, transpose) -> z")
     if "func_explicit" in out and not callable(out["func_explicit"]):
         raise TypeError("options['func_explicit'] must be callable")
     for key in out:
         if key not in method.option_keys:
             raise ValueError(f"options['{key}'] needs an implicit method, not {method.name!r}")
     return out
+
+
+def check_prefix(prefix):
+    """A PETSc options prefix: letters, digits and underscores, not starting with a digit."""
+    if prefix is None:
+        return None
+    if not isinstance(prefix, str):
+        raise TypeError("prefix must be a string")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", prefix):
+        raise ValueError(f"prefix={prefix!r} is not a PETSc options prefix: use letters, digits and "
+                         "underscores, without the leading dash (e.g. 'enc_')")
+    return prefix
+
+
+def check_end_time(t1, name="t1"):
+    """A finite, non-zero end time."""
+    if isinstance(t1, bool) or not isinstance(t1, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {t1!r}")
+    t1 = float(t1)
+    if not math.isfinite(t1) or t1 == 0:
+        raise ValueError(f"{name} must be finite and non-zero, got {t1!r}")
+    return t1
