@@ -11,13 +11,10 @@ from torch import nn
 
 from .brownian import BrownianInterval
 from .grid import TimeGrid
-from .solvers import ALIASES, METHODS, NOISE_TYPES, SDE_TYPES, SDEFunctions
+from .methods import SDEMethod, get_method, methods_for, reversible_methods
+from .solvers import NOISE_TYPES, SDE_TYPES, SDEFunctions
 
 __all__ = ["sdeint", "sdeint_adjoint"]
-
-# torchsde's name for the reversible adjoint, accepted as well as our own.
-_ADJOINT_METHODS = (None, "reversible_heun", "adjoint_reversible_heun")
-
 
 @dataclass
 class Problem:
@@ -27,9 +24,7 @@ class Problem:
     y0: torch.Tensor
     ts: list          # output times, strictly increasing floats
     grid: TimeGrid    # the steps
-    method: str
-    init: object      # solvers.*_init
-    step: object      # solvers.*_step
+    method: SDEMethod
     bm: object        # callable (ta, tb) -> dW
     dw_shape: tuple = None
 
@@ -122,14 +117,14 @@ def sdeint_adjoint(sde, y0, ts, bm=None, method="reversible_heun", dt=1e-3, *,
     from .adjoint import reversible_heun_adjoint
 
     prob = _prepare(sde, y0, ts, bm, method, dt, adaptive, names)
-    if prob.method != "reversible_heun":
+    if not prob.method.reversible:
+        use = " or ".join(f"method={n!r}" for n in reversible_methods())
         raise ValueError(
             f"sdeint_adjoint: method={method!r} has no algebraically reversible adjoint; "
-            "use method='reversible_heun', or sdeint(...) to backpropagate through "
-            f"{method!r}")
-    if adjoint_method not in _ADJOINT_METHODS:
+            f"use {use}, or sdeint(...) to backpropagate through {method!r}")
+    if adjoint_method not in prob.method.adjoint_names:
         raise ValueError(f"sdeint_adjoint: adjoint_method must be one of "
-                         f"{list(_ADJOINT_METHODS)}, got {adjoint_method!r}")
+                         f"{list(prob.method.adjoint_names)}, got {adjoint_method!r}")
     if adjoint_params is None:
         adjoint_params = tuple(sde.parameters()) if isinstance(sde, nn.Module) else ()
     else:
@@ -144,8 +139,8 @@ def sdeint_adjoint(sde, y0, ts, bm=None, method="reversible_heun", dt=1e-3, *,
 
 def solve(prob, y0):
     """Run ``prob``'s stepper from ``y0``; returns the states at the output times."""
-    funcs, step = prob.funcs, prob.step
-    state = prob.init(funcs, prob.ts[0], y0)
+    funcs, step = prob.funcs, prob.method.step
+    state = prob.method.init(funcs, prob.ts[0], y0)
     outs = [y0]
     for ta, tb, i in prob.grid.steps():
         state = step(funcs, ta, tb, state, prob.increment(ta, tb))
@@ -165,13 +160,12 @@ def _prepare(sde, y0, ts, bm, method, dt, adaptive, names):
         raise ValueError("adaptive=True is not supported: pnode's SDE solvers take fixed steps dt")
     method = _check_method(method)
     noise_type, sde_type = _check_sde(sde)
-    needed, init, step = METHODS[method]
-    if needed != sde_type:
+    if method.sde_type != sde_type:
         raise ValueError(
-            f"method={method!r} solves {needed} SDEs but sde.sde_type={sde_type!r}; use "
-            f"one of {[k for k, v in METHODS.items() if v[0] == sde_type]} for {sde_type} SDEs")
+            f"method={method.name!r} solves {method.sde_type} SDEs but sde.sde_type="
+            f"{sde_type!r}; use one of {methods_for(sde_type)} for {sde_type} SDEs")
     funcs = _CheckedFunctions(sde, noise_type, y0, names)
-    prob = Problem(funcs, y0, ts, TimeGrid(ts, dt, eps), method, init, step, None)
+    prob = Problem(funcs, y0, ts, TimeGrid(ts, dt, eps), method, None)
     if len(ts) > 1:
         prob.bm = _check_bm(bm, prob)
     return prob
@@ -223,11 +217,7 @@ def _check_dt(dt):
 
 
 def _check_method(method):
-    method = ALIASES.get(method, method)
-    if method not in METHODS:
-        raise ValueError(f"method={method!r} is unknown; valid methods: "
-                         f"{sorted(METHODS) + sorted(ALIASES)}")
-    return method
+    return get_method(method)
 
 
 def _check_sde(sde):
