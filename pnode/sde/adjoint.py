@@ -32,8 +32,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from .solvers import (noise_vjp, reversible_heun_init, reversible_heun_step,
-                      reversible_heun_unstep_y, reversible_heun_unstep_z)
+from .solvers import (noise_vjp, reversible_heun_step, reversible_heun_unstep_y,
+                      reversible_heun_unstep_z)
 
 __all__ = ["reversible_heun_adjoint"]
 
@@ -44,20 +44,18 @@ def reversible_heun_adjoint(prob, params):
     ``params``: tensors to return gradients for, besides ``prob.y0``. Returns ``ys`` of
     shape ``(len(ts), *y0.shape)``.
     """
+    # backward undoes exactly this step (reversible_heun_unstep_*)
+    assert prob.method.step is reversible_heun_step, prob.method.name
     return _ReversibleHeunAdjoint.apply(prob, prob.y0, *params)
 
 
 class _ReversibleHeunAdjoint(torch.autograd.Function):
     @staticmethod
     def forward(ctx, prob, y0, *params):
-        funcs = prob.funcs
         ys = y0.new_empty((len(prob.ts), *y0.shape))
         ys[0] = y0
-        state = reversible_heun_init(funcs, prob.ts[0], y0)
-        for ta, tb, i in prob.grid.steps():
-            state = reversible_heun_step(funcs, ta, tb, state, prob.increment(ta, tb))
-            if i is not None:
-                ys[i] = state[0]
+        for i, state in prob.outputs(y0):
+            ys[i] = state[0]
         ctx.prob = prob
         # f and g at z_N are re-evaluated under autograd in backward; keep only y, z.
         ctx.final = (state[0], state[1])
