@@ -31,7 +31,8 @@ def sdeint(sde, y0, ts, bm=None, method="reversible_heun", dt=1e-3, *, adaptive=
             generator.
         method: ``"reversible_heun"`` (default), ``"euler_heun"``, ``"midpoint"``
             (Stratonovich) or ``"euler"`` (Euler–Maruyama, Ito; alias
-            ``"euler_maruyama"``).
+            ``"euler_maruyama"``); declared, with their orders, in
+            :mod:`pnode.sde.methods`.
         dt: step size (> 0, time units of ``ts``). Steps sit at ``ts[0] + k*dt``; the
             last step before each output time is shortened to land on it.
         adaptive: accepted for torchsde compatibility; only ``False`` is supported.
