@@ -32,8 +32,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from .solvers import (noise_vjp, reversible_heun_init, reversible_heun_step,
-                      reversible_heun_unstep_y, reversible_heun_unstep_z)
+from .solvers import (noise_vjp, reversible_heun_step, reversible_heun_unstep_y,
+                      reversible_heun_unstep_z)
 
 __all__ = ["reversible_heun_adjoint"]
 
@@ -44,20 +44,18 @@ def reversible_heun_adjoint(prob, params):
     ``params``: tensors to return gradients for, besides ``prob.y0``. Returns ``ys`` of
     shape ``(len(ts), *y0.shape)``.
     """
+    # backward undoes exactly this step (reversible_heun_unstep_*)
+    assert prob.method.step is reversible_heun_step, prob.method.name
     return _ReversibleHeunAdjoint.apply(prob, prob.y0, *params)
 
 
 class _ReversibleHeunAdjoint(torch.autograd.Function):
     @staticmethod
     def forward(ctx, prob, y0, *params):
-        funcs = prob.funcs
         ys = y0.new_empty((len(prob.ts), *y0.shape))
         ys[0] = y0
-        state = reversible_heun_init(funcs, prob.ts[0], y0)
-        for ta, tb, i in prob.grid.steps():
-            state = reversible_heun_step(funcs, ta, tb, state, prob.increment(ta, tb))
-            if i is not None:
-                ys[i] = state[0]
+        for i, state in prob.outputs(y0):
+            ys[i] = state[0]
         ctx.prob = prob
         # f and g at z_N are re-evaluated under autograd in backward; keep only y, z.
         ctx.final = (state[0], state[1])
@@ -75,9 +73,7 @@ class _ReversibleHeunAdjoint(torch.autograd.Function):
         diff_params = [p for p, w in zip(params, wanted) if w]
         param_grads = [None] * len(diff_params)
 
-        with torch.enable_grad():
-            z_req = z.detach().requires_grad_(True)
-            f1, g1 = funcs.f_and_g(ts[-1], z_req)
+        z_req, f1, g1 = _eval_at(funcs, ts[-1], z)
         a_y = grad_ys[-1].clone()
         a_z = torch.zeros_like(y)
         a_f = torch.zeros_like(f1)
@@ -88,16 +84,12 @@ class _ReversibleHeunAdjoint(torch.autograd.Function):
             dw = prob.increment(ta, tb)
             f1d, g1d = f1.detach(), g1.detach()
             z0 = reversible_heun_unstep_z(funcs, ta, tb, y, z, f1d, g1d, dw)
-            with torch.enable_grad():
-                z0_req = z0.detach().requires_grad_(True)
-                f0, g0 = funcs.f_and_g(ta, z0_req)
+            z0_req, f0, g0 = _eval_at(funcs, ta, z0)
             y0 = reversible_heun_unstep_y(funcs, ta, tb, y, f0.detach(), g0.detach(), f1d, g1d, dw)
 
             a_f = a_f + (0.5 * h) * a_y
             a_g = a_g + noise_vjp(nt, 0.5 * a_y, dw)
-            dz = _vjp(f1, g1, a_f, a_g, z_req, diff_params, param_grads)
-            if dz is not None:
-                a_z = a_z + dz
+            a_z = _vjp(f1, g1, a_f, a_g, z_req, a_z, diff_params, param_grads)
             c = 0.5 * a_y + a_z
             a_f = h * c
             a_g = noise_vjp(nt, c, dw)
@@ -108,9 +100,7 @@ class _ReversibleHeunAdjoint(torch.autograd.Function):
             if i is not None:
                 a_y = a_y + grad_ys[i]
 
-        dz = _vjp(f1, g1, a_f, a_g, z_req, diff_params, param_grads)
-        if dz is not None:
-            a_z = a_z + dz
+        a_z = _vjp(f1, g1, a_f, a_g, z_req, a_z, diff_params, param_grads)
         grad_y0 = a_y + a_z  # z_0 = y_0
 
         ctx.prob = ctx.params = None
@@ -119,11 +109,24 @@ class _ReversibleHeunAdjoint(torch.autograd.Function):
         return (None, grad_y0, *grads)
 
 
-def _vjp(f, g, a_f, a_g, z, params, param_grads):
-    """Add ``(a_f, a_g) . d(f, g)/dparams`` into ``param_grads``; return ``... d/dz``.
+def _eval_at(funcs, t, z):
+    """``f, g`` at ``z`` under autograd; returns ``(z as a leaf, f, g)``.
+
+    The one evaluation serves twice: detached, to rebuild ``y`` before the step, and,
+    one step later in the sweep, for the vector-Jacobian product at ``z``.
+    """
+    with torch.enable_grad():
+        z = z.detach().requires_grad_(True)
+        f, g = funcs.f_and_g(t, z)
+    return z, f, g
+
+
+def _vjp(f, g, a_f, a_g, z, a_z, params, param_grads):
+    """Add ``(a_f, a_g) . d(f, g)/dparams`` into ``param_grads``; return ``a_z`` plus
+    ``(a_f, a_g) . d(f, g)/dz``.
 
     Outputs that do not depend on anything differentiable (a constant diffusion, say) are
-    skipped; a ``None`` means no dependence at all.
+    skipped.
     """
     outs, cots = [], []
     for o, c in ((f, a_f), (g, a_g)):
@@ -131,11 +134,11 @@ def _vjp(f, g, a_f, a_g, z, params, param_grads):
             outs.append(o)
             cots.append(c)
     if not outs:
-        return None
+        return a_z
     grads = torch.autograd.grad(outs, [z, *params], cots, allow_unused=True)
     for k, gp in enumerate(grads[1:]):
         if gp is not None:
             # autograd may hand back a cotangent itself (identity ops): copy
             # before accumulating in place.
             param_grads[k] = gp.clone() if param_grads[k] is None else param_grads[k].add_(gp)
-    return grads[0]
+    return a_z if grads[0] is None else a_z + grads[0]

@@ -106,42 +106,10 @@ class BrownianInterval:
         t1 = _as_time(t1, "t1")
         if not t0 < t1:
             raise ValueError(f"BrownianInterval: t0 must be < t1, got t0={t0}, t1={t1}")
-        if size is None:
-            raise ValueError("BrownianInterval: size is required, e.g. size=(batch, m)")
-        if isinstance(size, int):
-            size = (size,)
-        try:
-            size = tuple(int(s) for s in size)
-        except TypeError:
-            raise TypeError(f"BrownianInterval: size must be a tuple of ints, "
-                            f"got {size!r}") from None
-        if any(s < 0 for s in size):
-            raise ValueError(f"BrownianInterval: size must be non-negative, got {size}")
-        if dtype is None:
-            dtype = torch.get_default_dtype()
-        if dtype not in (torch.float32, torch.float64):
-            raise TypeError("BrownianInterval: dtype must be torch.float32 or torch.float64, "
-                            f"got {dtype}")
-        if levy_area_approximation not in _LEVY_AREA_APPROXIMATIONS:
-            raise ValueError(
-                "BrownianInterval: levy_area_approximation must be one of "
-                f"{list(_LEVY_AREA_APPROXIMATIONS)}, got {levy_area_approximation!r}")
-        if not isinstance(cache_size, int) or cache_size < 4:
-            raise ValueError("BrownianInterval: cache_size must be an int >= 4, "
-                             f"got {cache_size!r}")
-        if entropy is None:
-            entropy = int(torch.randint(0, 2**62, (), dtype=torch.int64))
-        if not isinstance(entropy, (int, np.integer)) or isinstance(entropy, bool):
-            raise TypeError(f"BrownianInterval: entropy must be an int, got {entropy!r}")
-
-        ncells = 1
-        if dt is not None:
-            dt = _as_time(dt, "dt")
-            if not dt > 0:
-                raise ValueError(f"BrownianInterval: dt must be positive, got {dt}")
-            ncells = _cell_count(t0, t1, dt)
-            if ncells is None:
-                raise ValueError(f"BrownianInterval: dt={dt} is too small for [{t0}, {t1}]")
+        size = _check_size(size)
+        dtype = _check_options(dtype, levy_area_approximation, cache_size)
+        entropy = _check_entropy(entropy)
+        dt, ncells = _check_step(t0, t1, dt)
 
         self._t0, self._t1, self._dt = t0, t1, dt
         self._cells = _UniformCells(t0, t1, dt, ncells)
@@ -581,6 +549,62 @@ class _SolverGridCells:
         if o == 0:
             return self.grid.ts[i]
         return self.grid.point(self.grid.inner[i].start + o - 1)
+
+
+def _check_size(size):
+    """``size``: an int or a sequence of non-negative ints; returns a tuple."""
+    if size is None:
+        raise ValueError("BrownianInterval: size is required, e.g. size=(batch, m)")
+    if isinstance(size, int):
+        size = (size,)
+    try:
+        size = tuple(int(s) for s in size)
+    except TypeError:
+        raise TypeError(f"BrownianInterval: size must be a tuple of ints, "
+                        f"got {size!r}") from None
+    if any(s < 0 for s in size):
+        raise ValueError(f"BrownianInterval: size must be non-negative, got {size}")
+    return size
+
+
+def _check_options(dtype, levy_area_approximation, cache_size):
+    """``dtype`` (default torch's), ``levy_area_approximation``, ``cache_size``; returns
+    the dtype."""
+    if dtype is None:
+        dtype = torch.get_default_dtype()
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError("BrownianInterval: dtype must be torch.float32 or torch.float64, "
+                        f"got {dtype}")
+    if levy_area_approximation not in _LEVY_AREA_APPROXIMATIONS:
+        raise ValueError(
+            "BrownianInterval: levy_area_approximation must be one of "
+            f"{list(_LEVY_AREA_APPROXIMATIONS)}, got {levy_area_approximation!r}")
+    if not isinstance(cache_size, int) or cache_size < 4:
+        raise ValueError("BrownianInterval: cache_size must be an int >= 4, "
+                         f"got {cache_size!r}")
+    return dtype
+
+
+def _check_entropy(entropy):
+    """``entropy``: an int; ``None`` draws one from torch's global generator."""
+    if entropy is None:
+        entropy = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+    if not isinstance(entropy, (int, np.integer)) or isinstance(entropy, bool):
+        raise TypeError(f"BrownianInterval: entropy must be an int, got {entropy!r}")
+    return entropy
+
+
+def _check_step(t0, t1, dt):
+    """The ``dt`` hint: ``None`` or positive; returns ``(dt, number of cells)``."""
+    if dt is None:
+        return None, 1
+    dt = _as_time(dt, "dt")
+    if not dt > 0:
+        raise ValueError(f"BrownianInterval: dt must be positive, got {dt}")
+    ncells = _cell_count(t0, t1, dt)
+    if ncells is None:
+        raise ValueError(f"BrownianInterval: dt={dt} is too small for [{t0}, {t1}]")
+    return dt, ncells
 
 
 def _cell_count(t0, t1, dt):

@@ -158,13 +158,3 @@ def reversible_heun_unstep_y(sde, ta, tb, y1, f, g, f1, g1, dw):
     """``y`` before a reversible Heun step, given ``f``/``g`` re-evaluated at the old ``z``."""
     return y1 - (0.5 * (tb - ta)) * (f + f1) - 0.5 * sde.gdw(g + g1, dw)
 
-
-# name -> (sde_type it needs, init, step)
-METHODS = {
-    "reversible_heun": ("stratonovich", reversible_heun_init, reversible_heun_step),
-    "euler_heun": ("stratonovich", single_state_init, euler_heun_step),
-    "midpoint": ("stratonovich", single_state_init, midpoint_step),
-    "euler": ("ito", single_state_init, euler_step),
-}
-# Accepted spellings that map onto METHODS.
-ALIASES = {"euler_maruyama": "euler"}
