@@ -51,6 +51,11 @@ class CallbackTrap:
                 raise
         return wrapped
 
+    def keep(self, exc):
+        """Record ``exc`` (if it is the first) without raising it."""
+        if self.exc is None:
+            self.exc = exc
+
     def pop(self):
         """The recorded exception (or None), clearing it."""
         exc, self.exc = self.exc, None

@@ -131,6 +131,31 @@ class Reducer:
         return float(self.comm.allreduce(float(x), op=MPI.SUM))
 
 
+_HELD = {}  # communicator handle -> an empty PETSc Vec keeping PETSc's inner communicator
+
+
+def hold_comm(comm):
+    """Keep PETSc's inner duplicate of ``comm`` alive until :func:`release_comms`.
+
+    PETSc duplicates a communicator (collectively) when the first object on it is
+    created and frees the duplicate with the last object. After a failure, a rank whose
+    exception traceback still references PETSc objects frees them later than the other
+    ranks; without this the next solve would duplicate the communicator on one rank
+    only and hang in ``VecCreateMPI``.
+    """
+    if comm.getSize() == 1:
+        return
+    key = comm.tompi4py().py2f()
+    if key not in _HELD:
+        _HELD[key] = PETSc.Vec().createMPI((0, 0), comm=comm)
+
+
+def release_comms():
+    """Destroy the communicator holders (at exit, in the same order on every rank)."""
+    for key in sorted(_HELD):
+        _HELD.pop(key).destroy()
+
+
 def new_vec(comm, n_local, n_global):
     """A PETSc Vec with ``n_local`` entries here (sequential on one rank)."""
     if comm.getSize() == 1:

@@ -65,17 +65,30 @@ class ParamJacobianShell:
         self.lin = None
         self.c = c
         self.reducer = reducer
+        self.trap = trap
         self.multTranspose = trap.wrap(self.multTranspose)
 
     def set_point(self, lin):
         """Capture the linearization of this callback (None: zero)."""
         self.lin = lin
 
+    def _product(self, X):
+        if self.reducer is None:
+            return self.lin.param_vjp(vec_view(X, "r"))
+        try:
+            return self.lin.param_vjp(vec_view(X, "r"))
+        except BaseException as exc:
+            # every rank must still join the reduction below, or the others wait in it
+            # forever: this rank contributes NaN and raises once PETSc returns
+            self.trap.keep(exc)
+            return torch.full((sum(p.numel() for p in self.lin.dyn.params),), float("nan"),
+                              dtype=torch.float64)
+
     def multTranspose(self, mat, X, Y):
         if self.lin is None:  # the zero operator
             Y.zeroEntries()
             return
-        g = self.lin.param_vjp(vec_view(X, "r"))
+        g = self._product(X)
         if self.reducer is not None:  # data parallel: sum the ranks' products on rank 0
             g = self.reducer.to_root(g)
             if g is None:

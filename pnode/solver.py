@@ -12,7 +12,7 @@ from .adjoint import solve
 from .bridge import StateLayout
 from .integrator import Integrator
 from .methods import get_method
-from .parallel import as_petsc
+from .parallel import as_petsc, release_comms
 from .params import differentiated
 from .petsc_options import OptionSource
 from .validate import check_options, check_prefix, check_t, check_tolerance
@@ -132,3 +132,4 @@ def close_all():
     """Close every live solver (registered with atexit by pnode)."""
     for solver in list(_LIVE):
         solver.close()
+    release_comms()

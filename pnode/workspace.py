@@ -10,7 +10,7 @@ from petsc4py import PETSc
 
 from .forms import Wiring
 from .forms.jacobians import MassMatrix
-from .parallel import new_vec
+from .parallel import hold_comm, new_vec
 
 
 class Workspace:
@@ -36,6 +36,7 @@ class Workspace:
     """
 
     def __init__(self, comm, prefix, sizes, form, n_out, dyn, dyn_ex, trap, reducer, options, post_step):
+        hold_comm(comm)
         self.key = self.key_of(sizes, form, n_out)
         self.sizes = sizes
         self.u = new_vec(comm, *sizes.state)

@@ -306,3 +306,19 @@ def test_resolve_mismatch_message_names_the_difference():
         out.sum().backward()
     assert "where the forward took" in str(info.value) or "instead of" in str(info.value)
     assert info.value.reason == "RESOLVE_MISMATCH"
+
+
+def test_input_fuzz_gives_exact_results_or_clear_errors():
+    out = python(os.path.join(HERE, "fuzz_worker.py"), timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    counts = dict(kv.split("=") for kv in out.stdout.split()[-3:])
+    assert int(counts["ok"]) >= 100 and int(counts["clear"]) >= 1000, counts
+
+
+def test_backward_faults_under_mpi_raise_on_every_rank_and_recover():
+    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([mpiexec, "-n", "2", sys.executable, os.path.join(HERE, "mpi_fault_worker.py")],
+                         capture_output=True, text=True, timeout=240, env=env)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "cases=10" in out.stdout
