@@ -11,7 +11,7 @@ from torch import nn
 
 import pnode
 from pnode.checkpoint import revolve_optimum
-from reference import rel_err
+from helpers import rel_err
 
 T = torch.tensor([0.0, 0.3, 1.0, 2.0], dtype=torch.float64)
 

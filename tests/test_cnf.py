@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from pnode.models import CNF, CNFDynamics, ODENet, exact_divergence, standard_normal_logprob
+from reference import rk4
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MPIEXEC = os.path.join(os.path.dirname(sys.executable), "mpiexec")
@@ -35,20 +36,6 @@ def make_cnf(dim=2, seed=0, scale=2.5, **kw):
         for p in cnf.parameters():
             p.mul_(scale)
     return cnf
-
-
-def rk4(func, state, t0, t1, steps):
-    """Classical RK4 on a tuple state, in plain torch (differentiable by backprop)."""
-    h = (t1 - t0) / steps
-    y = tuple(state)
-    for k in range(steps):
-        t = torch.tensor(t0 + k * h, dtype=DT)
-        k1 = func(t, y)
-        k2 = func(t + h / 2, tuple(a + h / 2 * b for a, b in zip(y, k1)))
-        k3 = func(t + h / 2, tuple(a + h / 2 * b for a, b in zip(y, k2)))
-        k4 = func(t + h, tuple(a + h * b for a, b in zip(y, k3)))
-        y = tuple(a + h / 6 * (b1 + 2 * b2 + 2 * b3 + b4) for a, b1, b2, b3, b4 in zip(y, k1, k2, k3, k4))
-    return y
 
 
 def test_log_density_matches_change_of_variables():

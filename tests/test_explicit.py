@@ -1,7 +1,7 @@
 """Explicit RK methods: outputs and gradients against plain-torch references.
 
 Reference: autograd through a plain-torch RK integrator using PETSc's own Butcher tableau
-(tests/reference.py) over the same step boundaries (``solver.step_times``). Tolerances:
+(tests/reference/rk.py) over the same step boundaries (``solver.step_times``). Tolerances:
 1e-10 relative for fixed steps, 1e-9 for adaptive dopri5 (float64).
 """
 import gc
@@ -12,7 +12,8 @@ from torch import nn
 
 import pnode
 from pnode.methods import METHODS
-from reference import rel_err, rk_solve, rk_tableau
+from helpers import rel_err
+from reference import rk_solve, rk_tableau
 
 EXPLICIT = [m for m in METHODS.values() if not m.implicit]
 
