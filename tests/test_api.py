@@ -9,7 +9,8 @@ from petsc4py import PETSc
 from torch import nn
 
 import pnode
-from reference import rel_err, rk_solve, rk_tableau
+from helpers import rel_err
+from reference import rk_solve, rk_tableau
 
 T01 = torch.tensor([0.0, 1.0], dtype=torch.float64)
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import pnode
-from reference import rel_err
+from helpers import rel_err
 
 
 class Field(nn.Module):

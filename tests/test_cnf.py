@@ -12,18 +12,15 @@
 - MPI: 2 ranks under mpiexec give the losses and gradients of 1 rank to 1e-10.
 """
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 from pnode.models import CNF, CNFDynamics, ODENet, exact_divergence, standard_normal_logprob
+from helpers import flat_grads, rel_err, run_worker
+from reference import rk4
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-MPIEXEC = os.path.join(os.path.dirname(sys.executable), "mpiexec")
 DT = torch.float64
 
 
@@ -35,20 +32,6 @@ def make_cnf(dim=2, seed=0, scale=2.5, **kw):
         for p in cnf.parameters():
             p.mul_(scale)
     return cnf
-
-
-def rk4(func, state, t0, t1, steps):
-    """Classical RK4 on a tuple state, in plain torch (differentiable by backprop)."""
-    h = (t1 - t0) / steps
-    y = tuple(state)
-    for k in range(steps):
-        t = torch.tensor(t0 + k * h, dtype=DT)
-        k1 = func(t, y)
-        k2 = func(t + h / 2, tuple(a + h / 2 * b for a, b in zip(y, k1)))
-        k3 = func(t + h / 2, tuple(a + h / 2 * b for a, b in zip(y, k2)))
-        k4 = func(t + h, tuple(a + h * b for a, b in zip(y, k3)))
-        y = tuple(a + h / 6 * (b1 + 2 * b2 + 2 * b3 + b4) for a, b1, b2, b3, b4 in zip(y, k1, k2, k3, k4))
-    return y
 
 
 def test_log_density_matches_change_of_variables():
@@ -103,14 +86,6 @@ def test_hutchinson_is_unbiased(noise):
     assert exact_div.abs().max() > 0.1  # a non-trivial trace
 
 
-def flat_grads(cnf):
-    return torch.cat([p.grad.reshape(-1) for p in cnf.parameters()])
-
-
-def rel(a, b):
-    return float((a - b).abs().max() / b.abs().max())
-
-
 @pytest.mark.parametrize("trace", ["exact", "hutchinson"])
 def test_gradients_match_backprop_through_same_rk4(trace):
     cnf = make_cnf(trace=trace, method="rk4", options={"step_size": 0.05},
@@ -132,8 +107,8 @@ def test_gradients_match_backprop_through_same_rk4(trace):
     loss_ref = (0.3 * kin + 0.2 * jac - (standard_normal_logprob(zT) - dl)).mean()
     loss_ref.backward()
     assert abs(loss.item() - loss_ref.item()) < 1e-12 * abs(loss_ref.item())
-    assert rel(g_pnode, flat_grads(cnf)) < 1e-9
-    assert rel(gx_pnode, x2.grad) < 1e-9
+    assert rel_err(g_pnode, flat_grads(cnf)) < 1e-9
+    assert rel_err(gx_pnode, x2.grad) < 1e-9
     cnf.close()
 
 
@@ -168,7 +143,7 @@ def test_adaptive_gradient_matches_fine_fixed_step_reference():
         (-cnf.log_prob(x).mean()).backward()
         grads.append(flat_grads(cnf))
         cnf.close()
-    assert rel(grads[0], grads[1]) < 1e-5
+    assert rel_err(grads[0], grads[1]) < 1e-5
 
 
 def test_backward_uses_the_noise_of_its_own_solve():
@@ -186,13 +161,11 @@ def test_backward_uses_the_noise_of_its_own_solve():
         loss.backward()
         grads.append(flat_grads(cnf))
         cnf.close()
-    assert rel(grads[1], grads[0]) < 1e-12
+    assert rel_err(grads[1], grads[0]) < 1e-12
 
 
 def test_mpi_two_ranks_match_one_rank(tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([MPIEXEC, "-n", "2", sys.executable, os.path.join(HERE, "cnf_mpi_worker.py"),
-                           str(tmp_path)], capture_output=True, text=True, timeout=240, env=env)
+    proc = run_worker("cnf_mpi_worker.py", tmp_path, ranks=2, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for case in ("exact", "hutchinson"):
         r = dict(np.load(tmp_path / f"{case}.npz"))

@@ -1,18 +1,17 @@
 """Explicit RK methods: outputs and gradients against plain-torch references.
 
 Reference: autograd through a plain-torch RK integrator using PETSc's own Butcher tableau
-(tests/reference.py) over the same step boundaries (``solver.step_times``). Tolerances:
+(tests/reference/rk.py) over the same step boundaries (``solver.step_times``). Tolerances:
 1e-10 relative for fixed steps, 1e-9 for adaptive dopri5 (float64).
 """
-import gc
-
 import pytest
 import torch
 from torch import nn
 
 import pnode
 from pnode.methods import METHODS
-from reference import rel_err, rk_solve, rk_tableau
+from helpers import grads, live_petsc_objects, rel_err, rss_mib
+from reference import rk_solve, rk_tableau
 
 EXPLICIT = [m for m in METHODS.values() if not m.implicit]
 
@@ -30,10 +29,6 @@ class MLP(nn.Module):
     def forward(self, t, y):
         tt = t.expand(*y.shape[:-1], 1).to(y.dtype)
         return self.l2(torch.tanh(self.l1(torch.cat([y, tt], -1))))
-
-
-def grads(loss, inputs):
-    return torch.autograd.grad(loss, inputs)
 
 
 def compare(solver, func, y0, t, tableau, tol):
@@ -152,17 +147,6 @@ def test_backward_after_another_forward_resolves():
             assert rel_err(a, b) <= 1e-10
 
 
-def _live_petsc_objects():
-    from petsc4py import PETSc
-    gc.collect()
-    return sum(1 for o in gc.get_objects() if isinstance(o, PETSc.Object))
-
-
-def _rss_mib():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
-
-
 def test_training_loop_does_not_leak():
     torch.manual_seed(0)
     func = MLP(dim=2, hidden=16)
@@ -178,8 +162,8 @@ def test_training_loop_does_not_leak():
 
     for _ in range(20):  # warm up allocators
         step()
-    objs, rss = _live_petsc_objects(), _rss_mib()
+    objs, rss = live_petsc_objects(), rss_mib()
     for _ in range(200):
         step()
-    assert _live_petsc_objects() <= objs
-    assert _rss_mib() - rss < 10.0  # MiB; a per-iteration leak of one state/graph shows
+    assert live_petsc_objects() <= objs
+    assert rss_mib() - rss < 10.0  # MiB; a per-iteration leak of one state/graph shows

@@ -2,7 +2,8 @@
 
 - Theta family (backward Euler, Crank-Nicolson, theta midpoint/endpoint), fixed steps:
   autograd through a plain-torch implementation of the same scheme whose nonlinear solve
-  is a dense Newton iteration converged to 1e-14; tolerance 1e-8 relative.
+  is a dense Newton iteration converged to 1e-14 (tests/reference/theta.py); tolerance 1e-8
+  relative.
 - ARKIMEX: every one of PETSc's tableaus against central finite differences of its own
   discrete solve (fixed steps, directional derivative), tolerance 1e-6 relative.
 """
@@ -11,7 +12,8 @@ import torch
 from torch import nn
 
 import pnode
-from reference import rel_err
+from helpers import rel_err
+from reference import theta_solve
 
 ARKIMEX_TABLEAUS = ["1bee", "a2", "l2", "ars122", "2c", "2d", "2e", "prssp2", "3", "bpr3",
                     "ars443", "4", "5"]
@@ -31,42 +33,6 @@ class Stiffish(nn.Module):
 
     def forward(self, t, y):
         return -self.decay * y + torch.tanh(self.lin(y)) + 0.1 * torch.sin(t)
-
-
-def newton(residual, guess, tol=1e-14, maxit=50):
-    """Solve residual(x) = 0 densely; autograd sees only the last step (implicit
-    function theorem: exact derivative at a converged root)."""
-    x = guess.detach()
-    for _ in range(maxit):
-        r = residual(x)
-        if r.abs().max() < tol:
-            break
-        flat = lambda z: residual(z.reshape(x.shape)).reshape(-1)  # noqa: E731
-        jac = torch.autograd.functional.jacobian(flat, x.reshape(-1))
-        x = (x.reshape(-1) - torch.linalg.solve(jac, r.reshape(-1).detach())).reshape(x.shape).detach()
-    flat = lambda z: residual(z.reshape(x.shape)).reshape(-1)  # noqa: E731
-    jac = torch.autograd.functional.jacobian(flat, x.reshape(-1)).detach()
-    return (x.reshape(-1) - torch.linalg.solve(jac, residual(x).reshape(-1))).reshape(x.shape)
-
-
-def theta_solve(func, y0, step_times, out_times, theta, endpoint, mass=None):
-    """Plain-torch theta method (PETSc TSTHETA's two forms) through the given steps."""
-    M = (lambda v: v @ mass.T) if mass is not None else (lambda v: v)
-    y, st = y0, [float(x) for x in step_times]
-    outs = {float(x) for x in out_times}
-    res = [y] if st[0] in outs else []
-    for t0, t1 in zip(st[:-1], st[1:]):
-        h = t1 - t0
-        tt = lambda s: torch.tensor(s, dtype=y0.dtype)  # noqa: E731
-        if endpoint:
-            f0 = func(tt(t0), y)
-            y = newton(lambda z: M(z - y) - h * ((1 - theta) * f0 + theta * func(tt(t1), z)), y)
-        else:  # stage Y at t0 + theta h, then extrapolate
-            stage = newton(lambda z: M(z - y) - theta * h * func(tt(t0 + theta * h), z), y)
-            y = y + (stage - y) / theta
-        if t1 in outs:
-            res.append(y)
-    return torch.stack(res)
 
 
 THETA_CASES = [

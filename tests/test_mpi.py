@@ -1,29 +1,17 @@
 """Data parallelism under a real mpiexec: 1, 2 and 3 ranks (uneven shards, 3 ranks
 oversubscribed on 2 cores) give the same loss, gradients (1e-10 relative, float64) and
 number of adaptive steps; a rank that raises ends the job quickly with a non-zero exit."""
-import os
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-MPIEXEC = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-
-
-def mpirun(n, *args, timeout=240):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([MPIEXEC, "-n", str(n), sys.executable, os.path.join(HERE, "mpi_worker.py"), *args],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+from helpers import run_python, run_worker
 
 
 def test_mpiexec_runs_mpi4py():
-    out = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-c",
-                          "from mpi4py import MPI; c = MPI.COMM_WORLD; v = c.gather(c.allreduce(c.rank + 1));"
-                          "c.rank == 0 and print(*v)"],
-                         capture_output=True, text=True, timeout=120)
+    out = run_python("-c", "from mpi4py import MPI; c = MPI.COMM_WORLD; v = c.gather(c.allreduce(c.rank + 1));"
+                     "c.rank == 0 and print(*v)", ranks=2, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["3", "3"]
 
@@ -37,7 +25,7 @@ def runs(tmp_path_factory):
     dirs = {}
     for n in (1, 2, 3):
         d = tmp_path_factory.mktemp(f"ranks{n}")
-        proc = mpirun(n, "all", str(d))
+        proc = run_worker("mpi_worker.py", "all", d, ranks=n)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         dirs[n] = d
     return dirs
@@ -57,7 +45,7 @@ def test_same_loss_and_gradients_on_1_2_3_ranks(case, runs):
 
 def test_failing_rank_ends_the_job_quickly(tmp_path):
     start = time.time()
-    proc = mpirun(2, "raise", "-", timeout=60)
+    proc = run_worker("mpi_worker.py", "raise", "-", ranks=2, timeout=60)
     assert proc.returncode != 0
     assert time.time() - start < 30
     assert "deliberate failure on rank 1" in proc.stdout + proc.stderr

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import pnode
+from reference import sde_solve
 
 D, B = 3, 5
 M = {"diagonal": D, "scalar": 1, "additive": 2, "general": 2}
@@ -238,54 +239,6 @@ def test_brownian_errors():
 # ====================================================================== sdeint
 
 
-def _grid(ts, dt):
-    """The step grid as the spec defines it, written out independently."""
-    pts = [ts[0]]
-    for s, e in zip(ts, ts[1:]):
-        k = 1
-        while ts[0] + k * dt <= s:
-            k += 1
-        while ts[0] + k * dt < e - 1e-9 * dt:
-            pts.append(ts[0] + k * dt)
-            k += 1
-        pts.append(e)
-    return pts
-
-
-def _gdw(noise_type, g, dw):
-    if noise_type == "diagonal":
-        return g * dw
-    if noise_type == "scalar":
-        return g[..., 0] * dw
-    return (g @ dw[..., None])[..., 0]
-
-
-def _plain_solve(sde, y0, ts, dt, bm, method):
-    """Reference solvers written out directly on the same Brownian increments."""
-    nt = sde.noise_type
-    pts = _grid(ts, dt)
-    T = lambda t: torch.tensor(t)  # noqa: E731
-    outs = [y0]
-    y = z = y0
-    f, g = sde.f(T(pts[0]), z), sde.g(T(pts[0]), z)
-    for ta, tb in zip(pts, pts[1:]):
-        h, dw = tb - ta, bm(ta, tb)
-        if method == "reversible_heun":
-            z1 = 2 * y - z + f * h + _gdw(nt, g, dw)
-            f1, g1 = sde.f(T(tb), z1), sde.g(T(tb), z1)
-            y = y + (0.5 * h) * (f + f1) + 0.5 * _gdw(nt, g + g1, dw)
-            z, f, g = z1, f1, g1
-        elif method == "euler":
-            y = y + sde.f(T(ta), y) * h + _gdw(nt, sde.g(T(ta), y), dw)
-        elif method == "euler_heun":
-            gdw = _gdw(nt, sde.g(T(ta), y), dw)
-            y = y + sde.f(T(ta), y) * h + 0.5 * (gdw + _gdw(nt, sde.g(T(ta), y + gdw), dw))
-        if tb in ts:
-            outs.append(y)
-    assert len(outs) == len(ts)
-    return torch.stack(outs)
-
-
 @pytest.mark.parametrize("method,noise_type", [
     ("reversible_heun", "diagonal"), ("reversible_heun", "general"),
     ("reversible_heun", "scalar"), ("euler_heun", "diagonal"), ("euler", "general"),
@@ -298,7 +251,7 @@ def test_sdeint_matches_plain_loop(method, noise_type):
     dt = 0.07  # not a divisor of the output spacing: exercises the shortened steps
     bm = pnode.BrownianInterval(0.0, 1.0, size=(B, M[noise_type]), entropy=11)
     ys = pnode.sdeint(sde, y0, torch.tensor(ts), bm=bm, method=method, dt=dt)
-    ref = _plain_solve(sde, y0, ts, dt, bm, method)
+    ref = sde_solve(sde, y0, ts, dt, bm, method)
     assert ys.shape == (len(ts), B, D)
     assert (ys - ref).abs().max() <= 1e-10
     params = [y0] + list(sde.parameters())

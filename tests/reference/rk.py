@@ -1,8 +1,10 @@
-"""Independent references for gradient tests: plain-torch integrators, no PETSc.
+"""Plain-torch explicit Runge-Kutta references (no PETSc in the arithmetic).
 
-The Butcher tableaus are read from PETSc itself (``TSRKGetTableau`` through ctypes), so
-the tests check pnode's bridge and adjoint against autograd through a separate, plain
-implementation of the very same scheme.
+``rk_tableau`` reads the Butcher tableau of one of PETSc's RK schemes from PETSc itself
+(``TSRKGetTableau`` through ctypes) and ``rk_solve`` integrates with it in plain torch over
+given step boundaries, so the tests check pnode's bridge and adjoint against autograd
+through a separate, plain implementation of the very same scheme. ``rk4`` is the classical
+fixed-step RK4 written out, for tuple states.
 """
 import ctypes
 import os
@@ -46,7 +48,9 @@ def rk_tableau(rk_type):
 
 
 def rk_solve(func, y0, step_times, out_times, tableau):
-    """Explicit RK through the given step boundaries; returns states at ``out_times``.
+    """Explicit RK with Butcher tableau ``(A, b, c)`` through the given step boundaries
+    (stages k_i = f(t0 + c_i h, y + h sum_j A_ij k_j), y1 = y + h sum_i b_i k_i);
+    returns the states at ``out_times``.
 
     ``y0`` may be a tuple (then ``func`` takes and returns tuples).
     """
@@ -85,6 +89,16 @@ def rk_solve(func, y0, step_times, out_times, tableau):
     return stacked if is_tuple else stacked[0]
 
 
-def rel_err(a, b):
-    """max |a-b| / max |b| (scalar float)."""
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
+def rk4(func, state, t0, t1, steps, dtype=torch.float64):
+    """Classical RK4 (1/6, 1/3, 1/3, 1/6) on a tuple state with ``steps`` equal steps from
+    ``t0`` to ``t1``, in plain torch (differentiable by backprop); returns the final state."""
+    h = (t1 - t0) / steps
+    y = tuple(state)
+    for k in range(steps):
+        t = torch.tensor(t0 + k * h, dtype=dtype)
+        k1 = func(t, y)
+        k2 = func(t + h / 2, tuple(a + h / 2 * b for a, b in zip(y, k1)))
+        k3 = func(t + h / 2, tuple(a + h / 2 * b for a, b in zip(y, k2)))
+        k4 = func(t + h, tuple(a + h * b for a, b in zip(y, k3)))
+        y = tuple(a + h / 6 * (b1 + 2 * b2 + 2 * b3 + b4) for a, b1, b2, b3, b4 in zip(y, k1, k2, k3, k4))
+    return y
