@@ -21,6 +21,9 @@ EXAMPLES = os.path.join(ROOT, "examples")
 MPIEXEC = os.path.join(os.path.dirname(sys.executable), "mpiexec")
 
 
+T01 = torch.tensor([0.0, 1.0], dtype=torch.float64)
+
+
 # ---------------------------------------------------------------- vector fields
 def decay(t, y):
     """dy/dt = -y."""

@@ -11,7 +11,7 @@ from torch import nn
 
 import pnode
 from pnode.checkpoint import revolve_optimum
-from helpers import flat, rel_err
+from helpers import decay, flat, rel_err
 
 T = torch.tensor([0.0, 0.3, 1.0, 2.0], dtype=torch.float64)
 
@@ -142,7 +142,7 @@ def test_disk_level_cleans_up_when_the_solve_fails(tmp_path):
 def test_disk_level_needs_fixed_steps():
     ck = pnode.Checkpoint("binomial", max_ram=2, max_disk=3)
     with pytest.raises(ValueError, match="max_disk needs fixed steps"):
-        pnode.odeint(lambda t, y: -y, torch.ones(3, dtype=torch.float64, requires_grad=True),
+        pnode.odeint(decay, torch.ones(3, dtype=torch.float64, requires_grad=True),
                      torch.tensor([0.0, 1.0]), method="dopri5", checkpoint=ck)
 
 

@@ -3,26 +3,23 @@ backward pass leaves a solver whose next clean call reproduces a fresh solver's 
 gradients (1e-12 relative), for explicit, revolve, replay, implicit, IMEX, dense-Jacobian
 and preconditioned solves, each in its own process; and the regression cases of the
 fault campaign (issue 17), each giving a correct result or a clear error."""
-import gc
 import math
 import os
-import subprocess
 import sys
 
 import pytest
 import torch
-from petsc4py import PETSc
 from torch import nn
 
 import pnode
+from helpers import TESTS as HERE
+from helpers import decay, live_petsc_objects, run_python
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 F64 = torch.float64
 
 
-def python(*args, timeout=180):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env)
+def python(*args, timeout=180, ranks=None):
+    return run_python(*args, timeout=timeout, ranks=ranks)
 
 
 @pytest.mark.parametrize("config", ["explicit", "revolve", "replay", "implicit", "imex", "dense", "preconditioned"])
@@ -60,10 +57,6 @@ print(float(y[0]), float(z[0]))
     assert out.returncode == 0, out.stderr[-3000:]
     y, z = map(float, out.stdout.split())
     assert abs(y - math.exp(-1)) < 1e-6 and abs(z - math.exp(-1)) < 1e-6
-
-
-def decay(t, y):
-    return -y
 
 
 def test_zero_dimensional_state_value_and_gradient():
@@ -154,9 +147,7 @@ def test_lambda_without_adjoint_params_trains_the_module_it_uses():
 
 def test_fresh_lambda_per_iteration_does_not_accumulate_solvers():
     net, y0 = Net(), torch.randn(4, 3, dtype=F64)
-    def petsc_objects():
-        gc.collect()
-        return sum(isinstance(o, PETSc.Object) for o in gc.get_objects())
+    petsc_objects = live_petsc_objects
     for _ in range(20):
         pnode.odeint(lambda t, y: net(t, y), y0, [0.0, 1.0]).sum().backward()
     before = petsc_objects()
@@ -316,9 +307,6 @@ def test_input_fuzz_gives_exact_results_or_clear_errors():
 
 
 def test_backward_faults_under_mpi_raise_on_every_rank_and_recover():
-    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    out = subprocess.run([mpiexec, "-n", "2", sys.executable, os.path.join(HERE, "mpi_fault_worker.py")],
-                         capture_output=True, text=True, timeout=240, env=env)
+    out = python(os.path.join(HERE, "mpi_fault_worker.py"), ranks=2, timeout=240)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "cases=10" in out.stdout

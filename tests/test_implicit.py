@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import pnode
-from helpers import rel_err
+from helpers import decay, rel_err
 from reference import theta_solve
 
 ARKIMEX_TABLEAUS = ["1bee", "a2", "l2", "ars122", "2c", "2d", "2e", "prssp2", "3", "bpr3",
@@ -167,7 +167,7 @@ def test_mass_matrix_dae_matches_plain_torch():
 
 def test_mass_matrix_refused_for_arkimex():
     with pytest.raises(ValueError, match="mass.*ARKIMEX"):
-        pnode.odeint(lambda t, y: -y, torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 1.0]),
+        pnode.odeint(decay, torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 1.0]),
                      method="kencarp4", options={"mass": torch.eye(2, dtype=torch.float64)})
 
 
@@ -194,7 +194,7 @@ def test_adaptive_kencarp4_on_stiff_problem_beats_dopri5():
 
 
 def test_methods_without_adjoint_are_forward_only():
-    f = lambda t, y: -y  # noqa: E731
+    f = decay
     y0 = torch.ones(2, dtype=torch.float64)
     t = torch.tensor([0.0, 1.0], dtype=torch.float64)
     with torch.no_grad():

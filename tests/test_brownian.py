@@ -1,0 +1,179 @@
+"""BrownianInterval: a repeatable path in any query order, additivity (and the space-time
+Levy area's), N(0, h) statistics, sequential queries local and memory-bounded, and
+argument errors."""
+import gc
+import math
+import random
+
+import pytest
+import torch
+
+import pnode
+
+pytestmark = pytest.mark.usefixtures("float64_default")
+
+
+def _random_intervals(rng, n, t0=0.0, t1=1.0):
+    out = []
+    for _ in range(n):
+        a, b = sorted(rng.uniform(t0, t1) for _ in range(2))
+        out.append((a, b))
+    return out
+
+
+@pytest.mark.parametrize("dt", [None, 0.01])
+def test_brownian_repeatable_any_order(dt):
+    rng = random.Random(1)
+    queries = _random_intervals(rng, 40) + [(k * 0.01, (k + 1) * 0.01) for k in range(30)]
+    bm = pnode.BrownianInterval(0.0, 1.0, size=(4, 2), entropy=123, dt=dt)
+    first = [bm(a, b) for a, b in queries]
+    # Same object, repeated and shuffled queries.
+    order = list(range(len(queries)))
+    rng.shuffle(order)
+    for k in order:
+        assert torch.equal(bm(*queries[k]), first[k])
+    # A fresh path with the same entropy, queried in reverse order, is the same path.
+    bm2 = pnode.BrownianInterval(0.0, 1.0, size=(4, 2), entropy=123, dt=dt)
+    for k in reversed(range(len(queries))):
+        assert torch.equal(bm2(*queries[k]), first[k])
+    # A different entropy is a different path.
+    bm3 = pnode.BrownianInterval(0.0, 1.0, size=(4, 2), entropy=124, dt=dt)
+    assert not torch.allclose(bm3(*queries[0]), first[0])
+    assert bm(0.3, 0.3).abs().max() == 0
+    assert torch.equal(bm(0.4), bm(0.0, 0.4))
+
+
+@pytest.mark.parametrize("levy", ["none", "space-time"])
+@pytest.mark.parametrize("dt", [None, 0.03])
+def test_brownian_additive(levy, dt):
+    rng = random.Random(2)
+    bm = pnode.BrownianInterval(-1.0, 2.0, size=(3, 4), entropy=5, dt=dt,
+                                levy_area_approximation=levy)
+    # The space-time area is split node by node (four normals per level): fewer points.
+    n_triples, n_points = (20, 200) if levy == "none" else (8, 60)
+    for _ in range(n_triples):
+        a, b, c = sorted(rng.uniform(-1.0, 2.0) for _ in range(3))
+        if levy == "none":
+            wac, wab, wbc = bm(a, c), bm(a, b), bm(b, c)
+            assert (wac - wab - wbc).abs().max() <= 1e-12
+        else:
+            wac, hac = bm(a, c, return_H=True)
+            wab, hab = bm(a, b, return_H=True)
+            wbc, hbc = bm(b, c, return_H=True)
+            assert (wac - wab - wbc).abs().max() <= 1e-12
+            h1, h2 = b - a, c - b
+            combined = (h1 * hab + h2 * hbc + 0.5 * (h2 * wab - h1 * wbc)) / (h1 + h2)
+            assert (combined - hac).abs().max() <= 1e-12
+            w, u = bm(a, c, return_U=True)
+            assert torch.equal(w, wac)
+            assert (u - (c - a) * (0.5 * wac + hac)).abs().max() <= 1e-14
+    # A fine partition (a solver's pattern) adds up to the whole.
+    pts = [-1.0] + sorted(rng.uniform(-1.0, 2.0) for _ in range(n_points)) + [2.0]
+    total = sum(bm(a, b) if levy == "none" else bm(a, b, return_H=True)[0]
+                for a, b in zip(pts, pts[1:]))
+    whole = bm(-1.0, 2.0) if levy == "none" else bm(-1.0, 2.0, return_H=True)[0]
+    assert (total - whole).abs().max() <= 1e-12
+
+
+def _z_mean(x, var):
+    return abs(x.mean().item()) / math.sqrt(var / x.numel())
+
+
+def _z_var(x, var):
+    # (n-1) s^2 / var ~ chi^2_{n-1}, approximately N(n-1, 2(n-1)) for large n.
+    n = x.numel()
+    return abs((n - 1) * x.var().item() / var - (n - 1)) / math.sqrt(2 * (n - 1))
+
+
+@pytest.mark.parametrize("levy", ["none", "space-time"])
+def test_brownian_statistics(levy):
+    n = 20000
+    bm = pnode.BrownianInterval(0.0, 2.0, size=(n,), entropy=7, dt=0.1,
+                                levy_area_approximation=levy)
+    # Whole cells, unions of cells, and intervals deep inside a cell.
+    intervals = [(0.0, 2.0), (0.3, 0.4), (0.3, 1.7), (0.31, 0.312), (0.1234, 0.1235),
+                 (1.0, 1.0 + 1e-6)]
+    prev = None
+    for a, b in intervals:
+        if levy == "none":
+            w = bm(a, b)
+        else:
+            w, hh = bm(a, b, return_H=True)
+            assert _z_mean(hh, (b - a) / 12) < 4.5
+            assert _z_var(hh, (b - a) / 12) < 4.5
+            # H is independent of W: correlation ~ N(0, 1/n).
+            r = torch.corrcoef(torch.stack([w, hh]))[0, 1].item()
+            assert abs(r) * math.sqrt(n) < 4.5
+        assert _z_mean(w, b - a) < 4.5, (a, b)
+        assert _z_var(w, b - a) < 4.5, (a, b)
+        prev = w
+    # Increments over disjoint intervals are independent.
+    w1, w2 = bm(0.5, 0.55), bm(0.55, 0.61)
+    r = torch.corrcoef(torch.stack([w1, w2]))[0, 1].item()
+    assert abs(r) * math.sqrt(n) < 4.5
+    assert prev is not None
+
+
+def test_brownian_statistics_can_fail():
+    """The statistical checks above reject a path with the wrong variance."""
+    x = torch.randn(20000) * math.sqrt(1.1)
+    assert _z_var(x, 1.0) > 4.5
+    assert _z_mean(x + 0.1, 1.0) > 4.5
+
+
+def test_brownian_sequential_is_local_and_memory_bounded():
+    from pnode.sde import brownian
+
+    n = 4096
+    dt = 1.0 / n
+    bm = pnode.BrownianInterval(0.0, 1.0, size=(2,), entropy=3, dt=dt, cache_size=32)
+    calls = {"children": 0}
+    orig = bm._children
+
+    def counting(node, m):
+        calls["children"] += 1
+        return orig(node, m)
+
+    bm._children = counting
+    for k in range(n):
+        bm(k * dt, (k + 1) * dt if k + 1 < n else 1.0)
+    for k in reversed(range(n)):
+        bm(k * dt, (k + 1) * dt if k + 1 < n else 1.0)
+    # Searching from the last queried node costs O(1) splits per query; searching from
+    # the root would cost ~log2(n) = 12 per query.
+    assert calls["children"] / (2 * n) < 3
+    assert len(bm._cache) <= 32
+    gc.collect()
+    live = sum(type(o) is brownian._Node for o in gc.get_objects())
+    assert live < 200
+
+
+def test_brownian_point_shortcut_is_node_bisection():
+    """Inside a cell, points are resolved on coefficients (one contraction); that must be
+    the same path as splitting the cell node by node."""
+    rng = random.Random(4)
+    queries = _random_intervals(rng, 30)
+    fast = pnode.BrownianInterval(0.0, 1.0, size=(3,), entropy=8, dt=0.1)
+    slow = pnode.BrownianInterval(0.0, 1.0, size=(3,), entropy=8, dt=0.1)
+    slow._by_points = False
+    for a, b in queries:
+        assert (fast(a, b) - slow(a, b)).abs().max() <= 1e-12
+
+
+def test_brownian_errors():
+    with pytest.raises(ValueError, match="t0"):
+        pnode.BrownianInterval(1.0, 0.0, size=(2,))
+    with pytest.raises(TypeError, match="dtype"):
+        pnode.BrownianInterval(0.0, 1.0, size=(2,), dtype=torch.float16)
+    with pytest.raises(ValueError, match="levy_area_approximation"):
+        pnode.BrownianInterval(0.0, 1.0, size=(2,), levy_area_approximation="davie")
+    bm = pnode.BrownianInterval(0.0, 1.0, size=(2,), entropy=0)
+    with pytest.raises(ValueError, match="ta"):
+        bm(0.5, 0.4)
+    with pytest.raises(ValueError, match="outside"):
+        bm(0.5, 1.5)
+    with pytest.raises(ValueError, match="space-time"):
+        bm(0.1, 0.2, return_U=True)
+    assert bm(0.1, 0.2).dtype == torch.float64
+    bm32 = pnode.BrownianInterval(0.0, 1.0, size=(2,), dtype=torch.float32, entropy=0)
+    assert bm32(0.1, 0.2).dtype == torch.float32

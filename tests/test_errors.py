@@ -1,0 +1,60 @@
+"""Failures: exceptions raised in func propagate unchanged (forward and backward), PETSc's
+divergence and max_num_steps raise SolverError, and a solver stays usable after a failure."""
+import pytest
+import torch
+from torch import nn
+
+import pnode
+from helpers import T01, decay
+
+
+class Boom(Exception):
+    pass
+
+
+def test_exception_in_func_propagates_unchanged():
+    def bad(t, y):
+        if t > 0.5:
+            raise Boom("inside func")
+        return -y
+    with pytest.raises(Boom, match="inside func"):
+        pnode.odeint(bad, torch.ones(3, dtype=torch.float64), T01)
+
+
+def test_exception_in_backward_propagates_unchanged():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(3, dtype=torch.float64))
+
+        def forward(self, t, y):
+            if torch.is_grad_enabled() and y.requires_grad:
+                raise Boom("in backward")
+            return -self.w * y
+    ys = pnode.odeint(M(), torch.ones(3, dtype=torch.float64), T01)
+    with pytest.raises(Boom, match="in backward"):
+        ys.sum().backward()
+
+
+def test_blow_up_raises_solver_error():
+    y0 = torch.full((3,), 10.0, dtype=torch.float64)
+    with pytest.raises(pnode.SolverError) as info:
+        pnode.odeint(lambda t, y: y ** 2, y0, T01)
+    assert info.value.reason == "NAN" and 0 < info.value.time < 1 and info.value.steps > 0
+    with pytest.raises(pnode.SolverError, match="not finite") as info:
+        pnode.odeint(lambda t, y: y ** 2, y0, T01, method="rk4", options={"step_size": 0.1})
+    assert info.value.reason == "NAN"
+
+
+def test_max_num_steps_raises_solver_error():
+    with pytest.raises(pnode.SolverError, match="max_num_steps=3") as info:
+        pnode.odeint(decay, torch.ones(2, dtype=torch.float64), T01, options={"max_num_steps": 3})
+    assert info.value.steps == 3 and info.value.time < 1.0
+
+
+def test_solver_is_usable_after_a_failed_solve():
+    with pnode.ODESolver(lambda t, y: y ** 2) as s:
+        with pytest.raises(pnode.SolverError):
+            s(torch.full((3,), 10.0, dtype=torch.float64), T01)
+        ys = s(torch.full((3,), 0.1, dtype=torch.float64), T01)
+        assert abs(float(ys[-1, 0]) - 1 / 9) < 1e-6  # y' = y^2, y(0) = 0.1: y(1) = 1/9

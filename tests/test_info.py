@@ -1,0 +1,24 @@
+"""pnode.info() (versions, revolve linked) and a warning-free import."""
+from petsc4py import PETSc
+
+import pnode
+from helpers import run_python
+
+
+def test_info_reports_revolve_and_versions(capsys):
+    pnode.info()
+    out = capsys.readouterr().out
+    for key in ("pnode", "torch", "petsc ", "revolve", "petsc4py", "mpi4py", "scalar_type"):
+        assert key in out
+    from pnode.info import info_dict
+    d = info_dict()
+    major, minor = (int(x) for x in d["petsc"].split(".")[:2])
+    assert (major, minor) >= (3, 23)
+    assert d["revolve"] is True
+    assert PETSc.Sys.hasExternalPackage("revolve")
+
+
+def test_warning_free_import():
+    out = run_python("-W", "error", "-c", "import pnode", timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "WARNING" not in out.stdout + out.stderr

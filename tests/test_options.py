@@ -1,0 +1,56 @@
+"""PETSc options: the petsc_options dict (applied, not leaked), solver prefixes, the
+command line over code, and the report of unused options."""
+import textwrap
+
+import torch
+from petsc4py import PETSc
+
+import pnode
+from helpers import T01, decay, run_python
+
+
+def test_petsc_options_dict_applies_and_does_not_leak():
+    y0 = torch.ones(2, dtype=torch.float64)
+    with pnode.ODESolver(decay, method="dopri5", petsc_options={"ts_rk_type": "4", "ts_adapt_type": "none",
+                                                               "ts_time_step": 0.25}) as s:
+        s(y0, T01)
+        assert s.petsc_ts.getRKType() == "4" and s.stats["steps"] == 4
+    assert not PETSc.Options().hasName("-ts_rk_type")
+    with pnode.ODESolver(decay, method="dopri5") as s:
+        s(y0, T01)
+        assert s.petsc_ts.getRKType() == "5dp"
+
+
+def test_prefix_reads_its_own_options():
+    db = PETSc.Options()
+    db.setValue("-enc_ts_rk_type", "3")
+    try:
+        with pnode.ODESolver(decay, method="rk4", prefix="enc_", options={"step_size": 0.1}) as a, \
+             pnode.ODESolver(decay, method="rk4", options={"step_size": 0.1}) as b:
+            a(torch.ones(2, dtype=torch.float64), T01)
+            b(torch.ones(2, dtype=torch.float64), T01)
+            assert a.petsc_ts.getRKType() == "3" and b.petsc_ts.getRKType() == "4"
+    finally:
+        db.delValue("-enc_ts_rk_type")
+
+
+def test_command_line_overrides_code(tmp_path):
+    script = tmp_path / "cli.py"
+    script.write_text(textwrap.dedent("""
+        import torch, pnode
+        s = pnode.ODESolver(lambda t, y: -y, method="dopri5", options={"step_size": 0.5})
+        s(torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 1.0], dtype=torch.float64))
+        print(s.petsc_ts.getType(), s.petsc_ts.getRKType(), s.stats["steps"])
+        s.close()
+    """))
+    out = run_python(script, "-ts_rk_type", "4", "-ts_time_step", "0.1", timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["rk", "4", "10"]
+
+
+def test_unused_petsc_option_is_reported(tmp_path):
+    script = tmp_path / "unused.py"
+    script.write_text("import pnode\n")
+    out = run_python(script, "-ts_tpye", "rk", "-options_left", timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "ts_tpye" in out.stdout + out.stderr

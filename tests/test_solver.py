@@ -1,0 +1,62 @@
+"""ODESolver behaviour: no-grad forwards, stats and step_times, and output-time handling
+(changing their number, a short first interval with fixed steps, times PETSc reaches only
+to within its tolerance)."""
+import torch
+from torch import nn
+
+import pnode
+from helpers import T01, TanhField, decay
+
+
+def test_no_grad_forward_keeps_no_trajectory_and_matches():
+    f = TanhField()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    with pnode.ODESolver(f, method="dopri5") as s:
+        with torch.no_grad():
+            a = s(x, T01)
+        b = s(x, T01)
+        assert torch.equal(a, b) and not a.requires_grad and b.requires_grad
+
+
+def test_stats_and_step_times():
+    with pnode.ODESolver(TanhField(), method="dopri5") as s:
+        ys = s(torch.randn(2, 3, dtype=torch.float64), torch.linspace(0, 1, 3, dtype=torch.float64))
+        ys.sum().backward()
+        st = s.stats
+        for key in ("steps", "rejected_steps", "rhs_evals", "jvp_evals", "vjp_evals", "newton_iterations",
+                    "linear_iterations", "adjoint_steps", "recomputed_steps", "checkpoints",
+                    "checkpoint_bytes"):
+            assert key in st
+        assert st["adjoint_steps"] == st["steps"] == len(s.step_times) - 1
+        assert s.step_times[0] == 0.0 and s.step_times[-1] == 1.0
+        assert st["rhs_evals"] >= 6 * st["steps"] and st["vjp_evals"] > 0
+
+
+def test_changing_the_number_of_output_times():
+    """PETSc 3.26 cannot resize evaluation times in place (it crashed): pnode rebuilds."""
+    y0 = torch.ones(3, dtype=torch.float64)
+    for n in (2, 6, 3):
+        ys = pnode.odeint(decay, y0, torch.linspace(0, 1, n, dtype=torch.float64))
+        assert ys.shape == (n, 3) and abs(float(ys[-1, 0]) - 0.36787944117) < 1e-6
+
+
+def test_fixed_step_survives_a_short_first_output_interval():
+    with pnode.ODESolver(decay, method="rk4", options={"step_size": 0.1}) as s:
+        s(torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 0.001, 1.0], dtype=torch.float64))
+        assert s.stats["steps"] == 11  # 0.001, then full 0.1 steps, the last one shortened
+    with pnode.ODESolver(decay, method="rk4") as s:  # no step_size: one step per interval
+        s(torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 0.01, 1.0], dtype=torch.float64))
+        assert s.stats["steps"] == 2
+
+
+def test_output_times_reached_within_petsc_tolerance():
+    """Adaptive steps may reach an output time to within PETSc's tolerance, not bit-exactly
+    (here 0.025025...); outputs and the adjoint's segments must still line up."""
+    t = torch.linspace(0.0, 25.0, 1000, dtype=torch.float64)[:10]
+    f = nn.Linear(2, 2).double()
+    y0 = torch.tensor([[2.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    with pnode.ODESolver(lambda t, y: f(y ** 3), method="dopri5", rtol=1e-6, atol=1e-8,
+                         adjoint_params=list(f.parameters())) as s:
+        ys = s(y0, t)
+        ys.sum().backward()
+        assert ys.shape == (10, 1, 2) and s.stats["adjoint_steps"] == s.stats["steps"]
