@@ -1,4 +1,5 @@
 """Exceptions raised by pnode, and the one place where PETSc failures become them."""
+import torch
 from petsc4py import PETSc
 
 
@@ -51,6 +52,21 @@ class CallbackTrap:
                 raise
         return wrapped
 
+    def poisoned(self, fn):
+        """``fn`` returning tensors, for Python-side evaluations between collectives (the
+        initial-step heuristic): under MPI an exception is kept and a NaN tensor shaped
+        like the last argument returned, so every rank reaches the next collective."""
+        if not self.collective:
+            return fn
+
+        def wrapped(*args):
+            try:
+                return fn(*args)
+            except BaseException as exc:
+                self.keep(exc)
+                return torch.full_like(args[-1], float("nan"))
+        return wrapped
+
     def keep(self, exc):
         """Record ``exc`` (if it is the first) without raising it."""
         if self.exc is None:
@@ -98,16 +114,17 @@ class PetscCall:
         self.trap, self.reducer, self.where = trap, reducer, where
 
     def __call__(self, what, fn):
-        """Run ``fn()`` (a PETSc driver) described as ``what`` in messages."""
+        """Run ``fn()`` (a PETSc driver, or Python code whose evaluations go through the
+        trap) described as ``what`` in messages; returns what ``fn`` returns."""
         self.trap.pop()
-        err = None
+        err = out = None
         try:
-            fn()
+            out = fn()
         except PETSc.Error as e:
             err = e
         exc = self.trap.pop()
         if not self.reducer.any(exc is not None or err is not None):
-            return
+            return out
         if exc is not None:
             raise exc.with_traceback(exc.__traceback__)
         time, steps = self.where()

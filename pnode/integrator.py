@@ -98,6 +98,7 @@ class Integrator:
             raise
 
     def _forward(self, layout, y0_flat, times, params, record):
+        self._agree(layout, times, params, record)
         clock = Clock.of(times)
         s = [clock.solver(x) for x in times]
         self.release()
@@ -119,7 +120,9 @@ class Integrator:
                                            ws.sizes.n, self.method.stages, y0)
         self._configure(ws, s, steps, rec.plan, ts_type, layout.dtype, record)
         rhs = (lambda s_, u: dyn.rhs(s_, u) + dyn_ex.rhs(s_, u)) if dyn_ex is not None else dyn.rhs
-        ws.ts.setTimeStep(steps.first_step(s, y0, rhs, global_rms(self.reducer, ws.sizes.N)))
+        rms = global_rms(self.reducer, ws.sizes.N)
+        dt = rec.call("initial step", lambda: steps.first_step(s, y0, self.trap.poisoned(rhs), rms))
+        ws.ts.setTimeStep(dt)
         self._active = (rec, steps)
         try:
             rec.call("forward solve", lambda: ws.ts.solve(ws.u))
@@ -131,6 +134,20 @@ class Integrator:
         ys, rec.segments = collect(ws.ts, s, times, clock, rec.step_times, self.reducer, steps.max_steps)
         rec.plan.account(self.stats, self.stats["steps"], layout.numel)
         return ys, rec
+
+    def _agree(self, layout, times, params, record):
+        """Under MPI, what every rank must share (checked once per call, collectively):
+        otherwise the ranks would wait in different collectives."""
+        if self.comm.getSize() == 1:
+            return
+        facts = {"len(t)": len(times), "t": tuple(times), "method": self.method.name,
+                 "gradient wanted": bool(record), "dtype": str(layout.dtype),
+                 "state shape (beyond dim 0)": tuple(tuple(sh[1:]) for sh in layout.shapes),
+                 "number of parameters": sum(p.numel() for p in params)}
+        differ = self.reducer.differing(facts)
+        if differ:
+            raise ValueError(f"the MPI ranks disagree on {', '.join(differ)} (every rank must call the solver "
+                             "with the same t, method, dtype and parameters, and each its own shard of y0)")
 
     def _workspace(self, layout, params, clock, n_out, form):
         """Dynamics for this call, and a workspace for its configuration (reused when

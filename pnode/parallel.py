@@ -118,6 +118,14 @@ class Reducer:
         self.comm.Bcast(buf, root=0)
         return torch.from_numpy(buf)
 
+    def differing(self, facts):
+        """Names of the entries of the dict ``facts`` that are not equal on every rank
+        (collective; the same list on every rank)."""
+        if self.comm.Get_size() == 1:
+            return []
+        everyone = self.comm.allgather(facts)
+        return [k for k in facts if any(f.get(k) != everyone[0].get(k) for f in everyone)]
+
     def any(self, flag):
         """Whether ``flag`` is true on any rank (collective)."""
         if self.comm.Get_size() == 1:

@@ -58,8 +58,50 @@ def main():
             err = float((again - reference).norm() / reference.norm())
             assert err <= 1e-12, (name, at, err)
             cases += 1
+    cases += disagreements()
     if comm.rank == 0:
         print(f"cases={cases}", flush=True)
+
+
+def outcome_of(fn):
+    try:
+        fn()
+        return "none"
+    except pnode.SolverError:
+        return "solver_error"
+    except (ValueError, TypeError) as e:
+        return "disagree" if "ranks disagree" in str(e) else type(e).__name__
+
+
+def no_grad_on_rank1(fn):
+    with torch.set_grad_enabled(comm.rank == 0):
+        return fn()
+
+
+def disagreements():
+    """Ranks that disagree on what must be shared, or fail before PETSc runs, raise on
+    every rank; afterwards the same solver solves normally."""
+    field = Faulty()
+    solver = pnode.ODESolver(field, comm=comm)
+    y0 = torch.ones(2, 3, dtype=torch.float64)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    cases = {
+        "len(t)": lambda: solver(y0, t if comm.rank == 0 else torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)),
+        "t": lambda: solver(y0, t if comm.rank == 0 else t * 2),
+        "dtype": lambda: solver(y0 if comm.rank == 0 else y0.float(), t),
+        "gradient": lambda: no_grad_on_rank1(lambda: solver(y0, t)),
+        "method": lambda: pnode.ODESolver(field, comm=comm, method="dopri5" if comm.rank == 0 else "rk4")(y0, t),
+    }
+    for name, fn in cases.items():
+        got = comm.allgather(outcome_of(fn))
+        assert got == ["disagree", "disagree"], (name, got)
+    # rank 1's field returns a wrong shape at its first call (dopri5's initial step)
+    wrong = pnode.ODESolver(lambda t, y: y[:1] if comm.rank == 1 else -y, comm=comm)
+    got = comm.allgather(outcome_of(lambda: wrong(y0, t)))
+    assert got == ["solver_error", "ValueError"], got
+    ys = solver(y0, t)  # no hang, right answer
+    assert torch.equal(ys.detach(), solver(y0, t).detach())
+    return len(cases) + 1
 
 
 if __name__ == "__main__":
