@@ -33,6 +33,8 @@ class StepControl:
         self.adapt_type = source.get("ts_adapt_type") or ("none" if default_fixed else "basic")
         self.fixed = self.adapt_type == "none"
         self._dt_option = _step_option(source)
+        for key in ("ts_rtol", "ts_atol"):  # PETSc accepts negative tolerances silently
+            _positive(source, key)
         self.max_steps = options.get("max_num_steps", DEFAULT_MAX_STEPS)
         self.grid_dt = self._dt_option if self._dt_option is not None else options.get("step_size")
         self._out = None
@@ -92,20 +94,24 @@ class StepControl:
             ts.setTimeStep(gap if h >= gap or abs(h - gap) <= 1e-12 * abs(gap) else h)
 
 
+def _positive(source, key):
+    """Option ``key`` as a positive finite float, or None when it is not given."""
+    value = source.get(key)
+    if value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"-{key} (petsc_options or command line) must be a number, got {value!r}") from None
+    if not (x > 0 and math.isfinite(x)):
+        raise ValueError(f"-{key} must be positive and finite (the direction follows t), got {value!r}")
+    return x
+
+
 def _step_option(source):
     """``-ts_time_step`` (or the deprecated ``-ts_dt``) as a positive float, or None."""
-    for key in ("ts_time_step", "ts_dt"):
-        value = source.get(key)
-        if value is None:
-            continue
-        try:
-            dt = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"-{key} (petsc_options or command line) must be a number, got {value!r}") from None
-        if not (dt > 0 and math.isfinite(dt)):
-            raise ValueError(f"-{key} must be positive and finite (the direction follows t), got {value!r}")
-        return dt
-    return None
+    dt = _positive(source, "ts_time_step")
+    return dt if dt is not None else _positive(source, "ts_dt")
 
 
 def initial_step(s, y0, rhs, rms, rtol, atol, order):

@@ -256,6 +256,7 @@ def test_odeblock_end_time_must_be_finite_and_nonzero(t1):
     (dict(petsc_options={"ts_type": "nosuchtype"}), ValueError, "PETSc rejected"),
     (dict(petsc_options={"ksp_type": 3}, method="implicit_euler"), ValueError, "PETSc rejected"),
     (dict(petsc_options={"ts_max_steps": "abc"}), ValueError, "PETSc rejected"),
+    (dict(petsc_options={"ts_rtol": -1}), ValueError, "ts_rtol must be positive"),
     (dict(options={"theta": float("nan")}, method="theta"), ValueError, "theta"),
     (dict(options={"theta": -1.0}, method="theta"), ValueError, "theta"),
     (dict(options={"theta": 2.0}, method="theta"), ValueError, "theta"),

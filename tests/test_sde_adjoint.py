@@ -103,3 +103,18 @@ def test_adjoint_memory_independent_of_steps():
     mem = json.loads(out.stdout.strip().splitlines()[-1])
     assert mem["adj_10k"] - mem["adj_1k"] < 3.0, mem
     assert mem["bp_10k"] > 50.0 + mem["adj_10k"], mem
+
+
+def test_adjoint_backward_twice_with_retain_graph_doubles_the_gradient():
+    torch.manual_seed(3)
+    sde = NeuralSDE("diagonal")
+    y0 = torch.randn(B, D)
+    ys = pnode.sdeint_adjoint(sde, y0, torch.tensor([0.0, 0.5, 1.0]), dt=0.05)
+    loss = ys.pow(2).sum()
+    loss.backward(retain_graph=True)
+    with_grad = [p for p in sde.parameters() if p.grad is not None]
+    assert with_grad
+    once = [p.grad.clone() for p in with_grad]
+    loss.backward()
+    for g1, p in zip(once, with_grad):
+        assert torch.allclose(p.grad, 2 * g1, rtol=1e-6, atol=1e-7)

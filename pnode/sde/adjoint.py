@@ -67,7 +67,6 @@ class _ReversibleHeunAdjoint(torch.autograd.Function):
     def backward(ctx, grad_ys):
         prob, params = ctx.prob, ctx.params
         y, z = ctx.final
-        ctx.final = None
         funcs, nt, ts = prob.funcs, prob.funcs.noise_type, prob.ts
         wanted = [p.requires_grad for p in params]
         diff_params = [p for p, w in zip(params, wanted) if w]
@@ -103,7 +102,6 @@ class _ReversibleHeunAdjoint(torch.autograd.Function):
         a_z = _vjp(f1, g1, a_f, a_g, z_req, a_z, diff_params, param_grads)
         grad_y0 = a_y + a_z  # z_0 = y_0
 
-        ctx.prob = ctx.params = None
         it = iter(param_grads)
         grads = [next(it) if w else None for w in wanted]
         return (None, grad_y0, *grads)
