@@ -71,6 +71,8 @@ def outcome_of(fn):
         return "solver_error"
     except (ValueError, TypeError) as e:
         return "disagree" if "ranks disagree" in str(e) else type(e).__name__
+    except SystemExit:
+        return "SystemExit"
 
 
 def no_grad_on_rank1(fn):
@@ -99,9 +101,19 @@ def disagreements():
     wrong = pnode.ODESolver(lambda t, y: y[:1] if comm.rank == 1 else -y, comm=comm)
     got = comm.allgather(outcome_of(lambda: wrong(y0, t)))
     assert got == ["solver_error", "ValueError"], got
+    # rank 1's field calls sys.exit mid-solve: it exits that call, rank 0 gets a SolverError
+    calls = [0]
+
+    def exiting(t, y):
+        calls[0] += 1
+        if comm.rank == 1 and calls[0] == 6:
+            sys.exit(1)
+        return -y
+    got = comm.allgather(outcome_of(lambda: pnode.ODESolver(exiting, comm=comm)(y0, t)))
+    assert got == ["solver_error", "SystemExit"], got
     ys = solver(y0, t)  # no hang, right answer
     assert torch.equal(ys.detach(), solver(y0, t).detach())
-    return len(cases) + 1
+    return len(cases) + 2
 
 
 if __name__ == "__main__":

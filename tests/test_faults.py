@@ -310,4 +310,4 @@ def test_input_fuzz_gives_exact_results_or_clear_errors():
 def test_backward_faults_under_mpi_raise_on_every_rank_and_recover():
     out = python(os.path.join(HERE, "mpi_fault_worker.py"), ranks=2, timeout=240)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    assert "cases=16" in out.stdout
+    assert "cases=17" in out.stdout

@@ -174,3 +174,21 @@ def test_bad_input_names_the_argument(fn):
         kwargs.update(override)
         with pytest.raises(exc, match=word):
             solver(**kwargs)
+
+
+def test_diffusion_shape_checked_on_every_call():
+    class Later(torch.nn.Module):
+        noise_type, sde_type = "diagonal", "ito"
+
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def f(self, t, y):
+            return -y
+
+        def g(self, t, y):
+            self.calls += 1
+            return torch.ones_like(y) if self.calls < 3 else torch.ones_like(y[:, :1])
+    with pytest.raises(ValueError, match="sde.g returned shape"):
+        pnode.sdeint(Later(), torch.ones(2, 3), torch.tensor([0.0, 1.0]), method="euler", dt=0.1)

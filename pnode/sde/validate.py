@@ -167,21 +167,20 @@ def check_adjoint_params(adjoint_params, sde):
 
 
 class CheckedFunctions(SDEFunctions):
-    """:class:`SDEFunctions` that checks ``sde.f``/``sde.g`` output shapes on their first
-    evaluations, and records ``m``, the Brownian size (``None`` until ``g`` ran)."""
+    """:class:`SDEFunctions` that checks ``sde.f``/``sde.g`` output shapes on every
+    evaluation (a later wrong shape would otherwise broadcast silently), and records
+    ``m``, the Brownian size (``None`` until ``g`` ran)."""
 
     def __init__(self, sde, noise_type, y0, names):
         super().__init__(sde, noise_type, y0.dtype, y0.device, names)
         self.m = None
-        self._f_ok = False
-        self._g_ok = False
+        self._g_shape = None
 
     def _check_f(self, f, y):
         if not isinstance(f, torch.Tensor) or f.shape != y.shape:
             shape = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
             raise ValueError(f"sde.f returned shape {shape} but the state has shape "
                              f"{tuple(y.shape)}")
-        self._f_ok = True
 
     def _check_g(self, g, y):
         nt = self.noise_type
@@ -199,24 +198,26 @@ class CheckedFunctions(SDEFunctions):
             raise ValueError(f"sde.g returned shape {tuple(g.shape)} but noise_type={nt!r} "
                              f"needs {want}")
         self.m = g.shape[-1] if nt in ("additive", "general") else (d if nt == "diagonal" else 1)
-        self._g_ok = True
+        self._g_shape = g.shape
+
+    def _checked_f(self, f, y):
+        if not (isinstance(f, torch.Tensor) and f.shape == y.shape):
+            self._check_f(f, y)
+        return f
+
+    def _checked_g(self, g, y):
+        if self._g_shape is None or not isinstance(g, torch.Tensor):
+            self._check_g(g, y)
+        elif g.shape != self._g_shape:
+            raise ValueError(f"sde.g returned shape {tuple(g.shape)} but earlier {tuple(self._g_shape)}")
+        return g
 
     def f(self, t, y):
-        out = super().f(t, y)
-        if not self._f_ok:
-            self._check_f(out, y)
-        return out
+        return self._checked_f(super().f(t, y), y)
 
     def g(self, t, y):
-        out = super().g(t, y)
-        if not self._g_ok:
-            self._check_g(out, y)
-        return out
+        return self._checked_g(super().g(t, y), y)
 
     def f_and_g(self, t, y):
         f, g = super().f_and_g(t, y)
-        if not self._f_ok:
-            self._check_f(f, y)
-        if not self._g_ok:
-            self._check_g(g, y)
-        return f, g
+        return self._checked_f(f, y), self._checked_g(g, y)
