@@ -115,6 +115,18 @@ class Linearization:
             _, out = torch.func.jvp(lambda x: dyn(self.s, x), (u,), (v,))
         return out.to(PETSC_DTYPE)
 
+    def jvp_many(self, V64):
+        """``J v`` for each row ``v`` of ``V64`` (``(k, n)``), in one vectorised call."""
+        dyn = self.dyn
+        dyn.stats["jvp_evals"] += V64.shape[0]
+        u = dyn.layout.to_model(self.u64)
+        V = dyn.layout.to_model(V64)
+
+        def one(v):
+            return torch.func.jvp(lambda x: dyn(self.s, x), (u,), (v,))[1]
+        with torch.no_grad():
+            return torch.func.vmap(one)(V).to(PETSC_DTYPE)
+
     def _build(self):
         dyn = self.dyn
         u = dyn.layout.to_model(self.u64).detach().requires_grad_(True)

@@ -132,6 +132,12 @@ class PetscCall:
             raise SolverError(f"PETSc {what} failed on another rank at t={time:.6g}",
                               reason="OTHER_RANK", time=time, steps=steps)
         code = getattr(err, "ierr", None)
-        reason = "NAN" if code == 72 else f"PETSC_ERROR_{code}"
-        raise SolverError(f"PETSc {what} failed at t={time:.6g} after {steps} steps: "
-                          f"{petsc_message(err)}", reason=reason, time=time, steps=steps) from None
+        msg = petsc_message(err)
+        reason, hint = ("NAN" if code == 72 else f"PETSC_ERROR_{code}"), ""
+        if "LINEAR_SOLVE" in msg:
+            reason = "DIVERGED_NONLINEAR_SOLVE" if "NONLINEAR" in msg else "DIVERGED_LINEAR_SOLVE"
+            hint = (". The Newton or Krylov solves did not converge: keep the default per-sample block "
+                    "Jacobian (options['jacobian']='block'), use options['jacobian']='dense' for small systems, "
+                    "give options['preconditioner'], or loosen -ksp_rtol/-snes_rtol")
+        raise SolverError(f"PETSc {what} failed at t={time:.6g} after {steps} steps: {msg}{hint}",
+                          reason=reason, time=time, steps=steps) from None

@@ -30,6 +30,7 @@ class JacobianShell:
         self.a = 0.0
         self.b = b
         self.mass = mass
+        self.blocks = None  # a BlockJacobianPC whose verified blocks may give the products
 
     def set_point(self, lin, shift=0.0):
         """Capture the linearization (None: zero) and, for IJacobian, the shift."""
@@ -41,6 +42,12 @@ class JacobianShell:
 
     def _apply(self, X, Y, transpose):
         x = vec_view(X, "r")
+        y = None
+        if self.blocks is not None and self.lin is not None:  # IJacobian: a*M + b*J = shift*M - J
+            y = self.blocks.product(self.lin, self.a, x, transpose)
+        if y is not None:
+            vec_write(Y, y)
+            return
         if self.lin is None:  # the zero operator
             y = torch.zeros_like(x)
         else:

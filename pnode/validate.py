@@ -9,7 +9,7 @@ from .methods import OPTION_KEYS
 
 INT32_MAX = 2**31 - 1  # PETSc's indices (PetscInt) are 32-bit in this build
 DEFAULT_MAX_STEPS = 10**6  # a finite default, so an absurd step size cannot run forever
-JACOBIANS = ("matrix-free", "dense")
+JACOBIANS = ("block", "matrix-free", "dense")
 
 
 def check_t(t):

@@ -9,6 +9,7 @@ next call builds a new one, so no half-finished PETSc state is ever reused.
 from petsc4py import PETSc
 
 from .forms import Wiring
+from .forms.blocks import MAX_BLOCK, block_shape
 from .forms.jacobians import MassMatrix
 from .parallel import hold_comm, new_vec
 
@@ -37,7 +38,9 @@ class Workspace:
 
     def __init__(self, comm, prefix, sizes, form, n_out, dyn, dyn_ex, trap, reducer, options, post_step):
         hold_comm(comm)
-        self.key = self.key_of(sizes, form, n_out)
+        mass = MassMatrix(options["mass"], dyn.layout) if "mass" in options else None
+        blocks = self.blocks_of(dyn.layout, form, options, mass)
+        self.key = self.key_of(sizes, form, n_out, blocks)
         self.sizes = sizes
         self.u = new_vec(comm, *sizes.state)
         self.lam = self.u.duplicate()
@@ -46,17 +49,29 @@ class Workspace:
         if prefix:
             ts.setOptionsPrefix(prefix)
         ts.setProblemType(PETSc.TS.ProblemType.NONLINEAR)
-        mass = MassMatrix(options["mass"], dyn.layout) if "mass" in options else None
         self.wiring = Wiring(ts, form, sizes, reducer, dyn, dyn_ex, trap, mass=mass,
                              dense=options.get("jacobian") == "dense",
-                             preconditioner=options.get("preconditioner"))
+                             preconditioner=options.get("preconditioner"), blocks=blocks)
         ts.setPostStep(trap.wrap(post_step))
         ts.setExactFinalTime(PETSc.TS.ExactFinalTime.MATCHSTEP)
 
     @staticmethod
-    def key_of(sizes, form, n_out):
+    def blocks_of(layout, form, options, mass=None):
+        """``(B, d)`` when the default PC uses per-sample block Jacobians, else None."""
+        choice = options.get("jacobian")
+        if form == "rhs" or choice not in (None, "block") or options.get("preconditioner") is not None:
+            return None
+        blocks = block_shape(layout, mass)
+        if blocks is None and choice == "block":
+            raise ValueError(f"options['jacobian']='block' needs per-sample blocks of at most {MAX_BLOCK} "
+                             f"unknowns (and a per-sample mass matrix), not a state of shape "
+                             f"{[tuple(s) for s in layout.shapes]}")
+        return blocks
+
+    @classmethod
+    def key_of(cls, sizes, form, n_out, blocks):
         """The configuration key a workspace is reusable for."""
-        return (sizes.key(), form, n_out)
+        return (sizes.key(), form, n_out, blocks)
 
     def destroy(self):
         """Destroy every PETSc object (the workspace is unusable afterwards)."""

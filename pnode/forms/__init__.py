@@ -27,13 +27,14 @@ class Wiring:
         mass: :class:`~pnode.forms.jacobians.MassMatrix` or None.
         dense: assemble the implicit Jacobian densely (LU) instead of matrix-free.
         preconditioner: optional user PC callable (matrix-free implicit only).
+        blocks: ``(B, d)`` per-sample blocks for the default PC, or None.
     """
 
     def __init__(self, ts, form, sizes, reducer, dyn, dyn_ex, trap, mass=None, dense=False,
-                 preconditioner=None):
+                 preconditioner=None, blocks=None):
         self.explicit = self.implicit = None
         if form in ("implicit", "imex"):
-            self.implicit = ImplicitPart(ts, sizes, reducer, dyn, trap, mass, dense, preconditioner)
+            self.implicit = ImplicitPart(ts, sizes, reducer, dyn, trap, mass, dense, preconditioner, blocks)
         if form == "rhs":
             self.explicit = RHSPart(ts, sizes, reducer, dyn, trap)
         elif form == "imex":

@@ -6,6 +6,7 @@ from petsc4py import PETSc
 from ..bridge import vec_view, vec_write
 from ..parallel import new_vec
 from ..shells import JacobianShell, ParamJacobianShell
+from .blocks import BlockJacobianPC
 from .jacobians import DenseJacobian, ShellPC
 from .part import Part
 
@@ -17,9 +18,11 @@ class ImplicitPart(Part):
         mass: :class:`~pnode.forms.jacobians.MassMatrix` or None (identity).
         dense: assemble ``shift*M - J`` densely for LU (single rank only).
         preconditioner: the user's PC callable, or None.
+        blocks: ``(B, d)`` to precondition with per-sample block Jacobians
+            (:mod:`pnode.forms.blocks`), or None.
     """
 
-    def __init__(self, ts, sizes, reducer, dyn, trap, mass, dense, preconditioner):
+    def __init__(self, ts, sizes, reducer, dyn, trap, mass, dense, preconditioner, blocks=None):
         super().__init__(dyn, trap)
         comm, wrap = sizes.comm, trap.wrap
         if dense and comm.getSize() > 1:
@@ -37,14 +40,28 @@ class ImplicitPart(Part):
         if sizes.n_p:
             IJp = self.shell(ParamJacobianShell(trap, c=-1.0, reducer=red), sizes.state, sizes.params, comm)
             ts.setIJacobianP(wrap(self._jacobian_p), IJp)
-        self.pc = ShellPC(preconditioner, trap) if preconditioner is not None and not dense else None
+        self.pc = None
+        if preconditioner is not None and not dense:
+            self.pc = ShellPC(preconditioner, trap)
+        elif blocks is not None and not dense:
+            self.pc = BlockJacobianPC(blocks, mass, trap)
+            IJ.getPythonContext().blocks = self.pc
+
+    def rebind(self, dyn):
+        super().rebind(dyn)
+        if isinstance(self.pc, BlockJacobianPC):
+            self.pc.new_call()
 
     def configure_pc(self, ts):
-        """After setFromOptions: make the user's hook the PC of the Newton-Krylov solve."""
-        if self.pc is not None:
-            pc = ts.getSNES().getKSP().getPC()
-            pc.setType(PETSc.PC.Type.PYTHON)
-            pc.setPythonContext(self.pc)
+        """After setFromOptions: make the user's hook, or else the block Jacobians unless
+        the options chose another PC, the PC of the Newton-Krylov solve."""
+        if self.pc is None:
+            return
+        pc = ts.getSNES().getKSP().getPC()
+        if isinstance(self.pc, BlockJacobianPC) and pc.getType() not in (PETSc.PC.Type.NONE, PETSc.PC.Type.PYTHON):
+            return
+        pc.setType(PETSc.PC.Type.PYTHON)
+        pc.setPythonContext(self.pc)
 
     def _function(self, ts, s, U, Udot, F):
         udot = vec_view(Udot, "r")
@@ -58,7 +75,7 @@ class ImplicitPart(Part):
         else:
             J.getPythonContext().set_point(lin, shift)
         if self.pc is not None:
-            self.pc.point = (lin, shift)
+            self.pc.set_point(lin, shift)
 
     def _jacobian_p(self, ts, s, U, Udot, shift, Jp):
         Jp.getPythonContext().set_point(self.dyn.linearize(s, vec_view(U, "r")))

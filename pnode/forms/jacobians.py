@@ -65,6 +65,10 @@ class ShellPC:
         self.apply = trap.wrap(self.apply)
         self.applyTranspose = trap.wrap(self.applyTranspose)
 
+    def set_point(self, lin, shift):
+        """The linearization and shift of the last IJacobian."""
+        self.point = (lin, shift)
+
     def _run(self, X, Y, transpose):
         lin, shift = self.point
         dyn = lin.dyn
