@@ -22,9 +22,9 @@ class Boom(Exception):
 
 
 def kind_of(y):
-    """Which callback is evaluating the field: a Jacobian product by forward mode or a
-    dense Jacobian (functorch-wrapped input), a graph build for reverse products (vjp),
-    or a plain right-hand side (rhs)."""
+    """Which callback is evaluating the field: a dense Jacobian or a forward-mode product
+    (functorch-wrapped input: jvp), a graph build for the products at a linearization
+    point (vjp), or a plain right-hand side (rhs)."""
     if torch._C._functorch.is_functorch_wrapped_tensor(y):
         return "jvp"
     if torch.is_grad_enabled() and y.requires_grad:
@@ -95,14 +95,16 @@ FAULTS = {
                 ("vjp", 13, "backward"), ("rhs", 3, "backward")],
     "replay": [("rhs", 1, "forward"), ("rhs", 9, "forward"), ("vjp", 1, "backward"),
                ("vjp", 10, "backward"), ("rhs", 1, "backward"), ("rhs", 12, "backward")],
-    "implicit": [("rhs", 1, "forward"), ("jvp", 1, "forward"), ("jvp", 6, "forward"),
+    # implicit methods build a graph per linearization point for their Jacobian products
+    # (and block Jacobians) already in the forward pass: "vjp" faults there too
+    "implicit": [("rhs", 1, "forward"), ("vjp", 1, "forward"), ("vjp", 6, "forward"),
                  ("vjp", 1, "backward"), ("vjp", 8, "backward")],
-    "imex": [("rhs", 1, "forward"), ("rhs", 2, "forward"), ("jvp", 3, "forward"),
+    "imex": [("rhs", 1, "forward"), ("rhs", 2, "forward"), ("vjp", 3, "forward"),
              ("vjp", 1, "backward"), ("vjp", 11, "backward")],
     "dense": [("rhs", 1, "forward"), ("jvp", 1, "forward"), ("jvp", 4, "forward"),
               ("vjp", 1, "backward"), ("vjp", 5, "backward")],
     "preconditioned": [("pc", 1, "forward"), ("pc", 9, "forward"), ("pc", 1, "backward"),
-                       ("pc", 4, "backward"), ("jvp", 2, "forward")],
+                       ("pc", 4, "backward"), ("vjp", 2, "forward")],
 }
 
 Y0 = torch.linspace(-1, 1, 12, dtype=torch.float64).reshape(4, 3)

@@ -2,10 +2,10 @@
 
 A batched state ``(B, ...)`` whose field acts on each sample independently (the usual
 neural ODE) has a block-diagonal Jacobian: B blocks of size ``d = numel / B``. With
-``d`` JVPs, each pushing the k-th unit vector through every sample at once, the k-th
-column of every block comes out of one product. ``shift*M_b - J_b`` is factored by
-torch's batched LU (CPU or CUDA alike) and applied, or its transpose for the adjoint's
-transposed solves, as the PC of GMRES.
+``d`` vector-Jacobian products (one batched backward pass), each pulling the k-th unit
+vector back through every sample at once, the k-th row of every block comes out of one
+product. ``shift*M_b - J_b`` is factored by torch's batched LU (CPU or CUDA alike) and
+applied, or its transpose for the adjoint's transposed solves, as the PC of GMRES.
 
 The Krylov operator is the exact matrix-free ``shift*M - J`` unless the blocks are
 verified to be the whole Jacobian (once per call: one random product against the
@@ -50,7 +50,6 @@ class BlockJacobianPC:
         self.mass = mass
         self.point = None
         self._lu = None
-        self._vmap = True
         self.exact = None  # whether the blocks are the whole Jacobian (checked once per call)
         self.apply = trap.wrap(self.apply)
         self.applyTranspose = trap.wrap(self.applyTranspose)
@@ -67,23 +66,17 @@ class BlockJacobianPC:
         self.exact = None
         self.point = self._lu = None
 
-    def _columns(self, lin):
-        """``(B, d, d)``: column k of every block from the JVP of the k-th unit vector
-        repeated over the samples; one vectorised call, or d calls for a field that
-        vmap cannot batch (data-dependent control flow)."""
+    def _jacobians(self, lin):
+        """``(B, d, d)``: row k of every block is ``J^T`` of the k-th unit vector
+        repeated over the samples: d vector-Jacobian products in one batched backward."""
         B, d = self.B, self.d
         E = torch.eye(d, dtype=lin.u64.dtype, device=lin.u64.device)
         E = E.reshape(d, 1, d).expand(d, B, d).reshape(d, B * d)
-        if self._vmap:
-            try:
-                return lin.jvp_many(E).reshape(d, B, d).permute(1, 2, 0)
-            except RuntimeError:
-                self._vmap = False
-        return torch.stack([lin.jvp(e).reshape(B, d) for e in E], dim=-1)
+        return lin.vjp_rows(E).reshape(d, B, d).permute(1, 0, 2)
 
     def _blocks(self):
         lin, shift = self.point
-        jac = self._columns(lin)
+        jac = self._jacobians(lin)
         m = torch.eye(self.d, dtype=jac.dtype) if self.mass is None else self.mass.m  # (d, d) per sample
         return shift * m.to(jac.device) - jac
 
