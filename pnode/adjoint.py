@@ -42,10 +42,12 @@ def sweep(rec, grad_ys, stats, reducer):
             lam.stateIncrease()
     rec.plan.prepare(ts)
     ts.setCostGradients([lam], [mu] if mu is not None else None)
+    implicit = ws.wiring.implicit
+    krylov_before = implicit.krylov_iterations if implicit is not None else 0
     adjoint_steps = rec.plan.backward(ts, rec, forcing, rec.call)
     rec.plan.account(stats, stats["steps"], ws.sizes.n)
     ws.wiring.forget()
-    stats.adjoint_done(ts, adjoint_steps)
+    stats.adjoint_done(adjoint_steps, implicit.krylov_iterations - krylov_before if implicit is not None else 0)
     grad_y0 = vec_view(lam, "r").clone()
     if mu is None:
         grad_p = torch.zeros(0, dtype=PETSC_DTYPE)

@@ -45,7 +45,8 @@ class ODESolver:
     Attributes:
         stats: dict of counters from the last forward (and backward) pass: ``steps``,
             ``rejected_steps``, ``rhs_evals``, ``jvp_evals``, ``vjp_evals``,
-            ``newton_iterations``, ``linear_iterations``, ``adjoint_steps``,
+            ``newton_iterations``, ``linear_iterations``, ``adjoint_linear_iterations``,
+            ``adjoint_steps``,
             ``recomputed_steps``, ``checkpoints`` (most states held at once),
             ``checkpoint_bytes``.
         step_times: 1-D float64 tensor of the accepted step boundaries of the last

@@ -1,7 +1,7 @@
 """The counters a solver reports in ``solver.stats`` (a plain dict to the user)."""
 
 KEYS = ("steps", "rejected_steps", "rhs_evals", "jvp_evals", "vjp_evals",
-        "newton_iterations", "linear_iterations", "adjoint_steps",
+        "newton_iterations", "linear_iterations", "adjoint_linear_iterations", "adjoint_steps",
         "recomputed_steps", "checkpoints", "checkpoint_bytes")
 
 
@@ -10,7 +10,8 @@ class Stats(dict):
 
     Keys: ``steps``, ``rejected_steps``, ``rhs_evals``, ``jvp_evals``, ``vjp_evals``
     (bumped by :mod:`pnode.dynamics` per evaluation), ``newton_iterations``,
-    ``linear_iterations``, ``adjoint_steps``, ``recomputed_steps``, ``checkpoints``
+    ``linear_iterations`` (forward), ``adjoint_linear_iterations`` (the adjoint's
+    transposed solves), ``adjoint_steps``, ``recomputed_steps``, ``checkpoints``
     (most states held at once) and ``checkpoint_bytes``. The writers below are the only
     other places that change them.
     """
@@ -25,11 +26,11 @@ class Stats(dict):
         self["newton_iterations"] = ts.getSNESIterations()
         self["linear_iterations"] = ts.getKSPIterations()
 
-    def adjoint_done(self, ts, adjoint_steps):
-        """Counts of a finished adjoint solve (added to the forward's)."""
+    def adjoint_done(self, adjoint_steps, linear_iterations):
+        """Counts of a finished adjoint solve: its steps and the Krylov iterations of
+        its transposed linear solves (the adjoint has no Newton iterations)."""
         self["adjoint_steps"] = adjoint_steps
-        self["newton_iterations"] += ts.getSNESIterations()
-        self["linear_iterations"] += ts.getKSPIterations()
+        self["adjoint_linear_iterations"] = linear_iterations
 
     def checkpoints(self, held, nbytes, recomputed=None):
         """The most checkpoints held, their bytes, and (if known) the steps recomputed."""

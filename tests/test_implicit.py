@@ -265,6 +265,8 @@ def test_default_block_jacobian_is_exact(field, block_diagonal, method, theta, e
         ys = solver(ya, t)
         newton_its, krylov_its = solver.stats["newton_iterations"], solver.stats["linear_iterations"]
         ga = torch.autograd.grad((w * ys).sum(), [ya] + params)
+        # the adjoint's transposed solves are counted (PETSc resets its own counter)
+        assert solver.stats["adjoint_linear_iterations"] >= solver.stats["adjoint_steps"] > 0
         yb = y0.clone().requires_grad_(True)
         ref = theta_solve(func, yb, solver.step_times, t, theta, endpoint)
         gb = torch.autograd.grad((w * ref).sum(), [yb] + params)

@@ -40,6 +40,8 @@ class ImplicitPart(Part):
         if sizes.n_p:
             IJp = self.shell(ParamJacobianShell(trap, c=-1.0, reducer=red), sizes.state, sizes.params, comm)
             ts.setIJacobianP(wrap(self._jacobian_p), IJp)
+        self.krylov_iterations = 0  # every Krylov iteration of this part's KSP, forward and adjoint
+        self._monitoring = False
         self.pc = None
         if preconditioner is not None and not dense:
             self.pc = ShellPC(preconditioner, trap)
@@ -53,8 +55,13 @@ class ImplicitPart(Part):
             self.pc.new_call()
 
     def configure_pc(self, ts):
-        """After setFromOptions: make the user's hook, or else the block Jacobians unless
+        """After setFromOptions: count Krylov iterations (PETSc's own counter is reset
+        by TSAdjointSolve), and make the user's hook, or else the block Jacobians unless
         the options chose another PC, the PC of the Newton-Krylov solve."""
+        ksp = ts.getSNES().getKSP()
+        if not self._monitoring:  # once per KSP: monitors accumulate
+            ksp.setMonitor(self._count)
+            self._monitoring = True
         if self.pc is None:
             return
         pc = ts.getSNES().getKSP().getPC()
@@ -62,6 +69,10 @@ class ImplicitPart(Part):
             return
         pc.setType(PETSc.PC.Type.PYTHON)
         pc.setPythonContext(self.pc)
+
+    def _count(self, ksp, its, rnorm):
+        if its > 0:
+            self.krylov_iterations += 1
 
     def _function(self, ts, s, U, Udot, F):
         udot = vec_view(Udot, "r")
