@@ -6,6 +6,8 @@ made in code are *defaults*: :func:`option_defaults` inserts them under a solver
 only where the command line said nothing, and removes them again once the solver has read
 them, so they never leak into another solver.
 """
+import os
+import re
 import sys
 from contextlib import contextmanager
 
@@ -13,22 +15,44 @@ from mpi4py import MPI  # noqa: F401  (loads libmpi before libpetsc needs it)
 import petsc4py
 
 
-def _init_args(argv):
-    """PETSc's view of the command line: the program name and the single-dash options.
+# What PETSc's own options are called after any solver prefix ("-enc_ts_type"): only
+# these reach PETSc, so the flags of a script or of Jupyter ("-f kernel.json", "-n 3 -v",
+# "-h") are neither read by PETSc nor reported as unused PETSc options at exit.
+_PETSC_WORDS = ("ts", "snes", "ksp", "pc", "mat", "vec", "dm", "tao", "log", "options", "malloc",
+                "info", "on_error", "start_in_debugger", "debugger", "no_signal_handler", "viewer",
+                "draw", "help", "version", "history", "fp_trap", "device", "use_gpu_aware_mpi", "petsc")
+_PETSC_OPTION = re.compile(r"-(?:[A-Za-z0-9]+_)*?(?:%s)(?:_[A-Za-z0-9_]*)?$" % "|".join(_PETSC_WORDS))
+_NUMBER = re.compile(r"-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
-    ``--long`` flags (and the value after one) belong to the script's own argument parser
-    (PETSc options have one dash), so they are not handed to PETSc, which would report
-    them as unused or read the value as another option's.
+
+def _is_value(token):
+    """A token that is an option's value rather than another option."""
+    return not token.startswith("-") or bool(_NUMBER.match(token))
+
+
+def _init_args(argv, environ=os.environ):
+    """PETSc's view of the command line: the program name, the options that look like
+    PETSc's (with their values), and ``-no_signal_handler``.
+
+    Everything else (``--long`` flags, a script's short flags, Jupyter's ``-f file``)
+    belongs to someone else and, with the value after it, is left out. PETSc's signal
+    handler is off so that Ctrl-C, SIGTERM and a closed pipe behave as Python's do
+    (``PNODE_PETSC_SIGNAL_HANDLER=1`` keeps PETSc's crash handler for debugging).
     """
     # `python -c ...` leaves sys.argv == ['-c']: that is no PETSc option either.
     prog = sys.executable if not argv or argv[0] in ("", "-c") else argv[0]
     args, rest = [prog], list(argv)[1:]
     while rest:
         a = rest.pop(0)
-        if not a.startswith("--"):
+        keep = _PETSC_OPTION.match(a) is not None
+        if keep:
             args.append(a)
-        elif "=" not in a and rest and not rest[0].startswith("-"):
-            rest.pop(0)  # the --flag's value (`--iters 300`), not a PETSc option value
+        while rest and _is_value(rest[0]):  # its value(s), PETSc's or not
+            v = rest.pop(0)
+            if keep:
+                args.append(v)
+    if environ.get("PNODE_PETSC_SIGNAL_HANDLER") != "1" and "-no_signal_handler" not in args:
+        args.append("-no_signal_handler")
     return args
 
 

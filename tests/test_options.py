@@ -54,3 +54,32 @@ def test_unused_petsc_option_is_reported(tmp_path):
     out = run_python(script, "-ts_tpye", "rk", "-options_left", timeout=120)
     assert out.returncode == 0, out.stderr
     assert "ts_tpye" in out.stdout + out.stderr
+
+
+def test_signals_are_left_to_python():
+    """A closed pipe and SIGTERM end the process as Python would: no PETSc crash banner."""
+    import subprocess
+    import sys
+    from helpers import subprocess_env
+    pipe = subprocess.run(f"{sys.executable} -c \"import pnode; [print(i) for i in range(10**6)]\" | head -1",
+                          shell=True, capture_output=True, text=True, timeout=120, env=subprocess_env())
+    assert pipe.stdout.strip() == "0"
+    assert "PETSC ERROR" not in pipe.stderr and "MPI_Abort" not in pipe.stderr, pipe.stderr[-500:]
+    term = subprocess.run(["timeout", "-s", "TERM", "8", sys.executable, "-c",
+                           "import pnode, time; print('ready', flush=True); time.sleep(60)"],
+                          capture_output=True, text=True, timeout=120, env=subprocess_env())
+    assert "ready" in term.stdout and term.returncode != 0
+    assert "PETSC ERROR" not in term.stderr, term.stderr[-500:]
+
+
+def test_foreign_flags_do_not_reach_petsc(tmp_path):
+    """Jupyter's ``-f kernel.json`` and a script's own short flags are not PETSc's: no
+    unused-option report; PETSc's own (prefixed or not) still arrive."""
+    script = tmp_path / "flags.py"
+    script.write_text("import torch, pnode\n"
+                      "s = pnode.ODESolver(lambda t, y: -y, method='rk4', prefix='enc_')\n"
+                      "s(torch.ones(1, dtype=torch.float64), [0.0, 1.0]); print(s.petsc_ts.getRKType())\n")
+    out = run_python(script, "-f", "kernel.json", "-n", "3", "-v", "-h", "-enc_ts_rk_type", "3", timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == "3"
+    assert "were not used" not in out.stdout + out.stderr
