@@ -164,11 +164,7 @@ class Integrator:
                                                   name="options['func_explicit']")
         sizes = Sizes(self.comm, layout.numel, sum(p.numel() for p in params), self.reducer)
         ws = self.workspace
-        blocks = None
-        if ws is not None:  # (the mass matrix is fixed per solver: its shape was validated)
-            mass = ws.wiring.implicit.mass if ws.wiring.implicit is not None else None
-            blocks = Workspace.blocks_of(layout, form, self.options, mass)
-        if ws is not None and ws.key == Workspace.key_of(sizes, form, n_out, blocks):
+        if ws is not None and ws.key == Workspace.key_of(sizes, form, n_out, layout, self.options):
             ws.wiring.rebind(dyn, dyn_ex)
         else:
             self.discard()

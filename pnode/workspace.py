@@ -14,6 +14,10 @@ from .forms.jacobians import MassMatrix
 from .parallel import hold_comm, new_vec
 
 
+def _mass(options, layout):
+    return MassMatrix(options["mass"], layout) if "mass" in options else None
+
+
 class Workspace:
     """A TS wired to ``dyn`` (and ``dyn_ex``) with its solution and adjoint Vecs.
 
@@ -38,9 +42,9 @@ class Workspace:
 
     def __init__(self, comm, prefix, sizes, form, n_out, dyn, dyn_ex, trap, reducer, options, post_step):
         hold_comm(comm)
-        mass = MassMatrix(options["mass"], dyn.layout) if "mass" in options else None
+        mass = _mass(options, dyn.layout)
         blocks = self.blocks_of(dyn.layout, form, options, mass)
-        self.key = self.key_of(sizes, form, n_out, blocks)
+        self.key = (sizes.key(), form, n_out, blocks)
         self.sizes = sizes
         self.u = new_vec(comm, *sizes.state)
         self.lam = self.u.duplicate()
@@ -69,9 +73,9 @@ class Workspace:
         return blocks
 
     @classmethod
-    def key_of(cls, sizes, form, n_out, blocks):
+    def key_of(cls, sizes, form, n_out, layout, options):
         """The configuration key a workspace is reusable for."""
-        return (sizes.key(), form, n_out, blocks)
+        return (sizes.key(), form, n_out, cls.blocks_of(layout, form, options, _mass(options, layout)))
 
     def destroy(self):
         """Destroy every PETSc object (the workspace is unusable afterwards)."""

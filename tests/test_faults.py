@@ -13,6 +13,7 @@ from torch import nn
 
 import pnode
 from helpers import TESTS as HERE
+from helpers import TanhField as Net
 from helpers import decay, live_petsc_objects, run_python
 
 F64 = torch.float64
@@ -73,15 +74,6 @@ def test_empty_state_returns_empty_outputs():
     assert ys.shape == (2, 0)
     ys.sum().backward()
     assert y0.grad.shape == (0,)
-
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(3, 3).double()
-
-    def forward(self, t, y):
-        return torch.tanh(self.lin(y))
 
 
 def loss_and_grad(func, net, y0, **kw):
