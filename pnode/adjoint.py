@@ -34,8 +34,12 @@ def sweep(rec, grad_ys, stats, reducer):
         mu.zeroEntries()
     output_at = {step: k for k, step in enumerate(rec.segments[:-1])}
 
-    def forcing(step):  # the loss gradient at an output time joins the adjoint state
-        k = output_at.get(step)
+    hooks = rec.hooks if rec.hooks is not None and rec.hooks.adjoint else None
+
+    def forcing(step):  # the adjoint reached step boundary `step`
+        if hooks is not None:
+            hooks.after_adjoint_step(rec.step_times[step], rec.step_times[step + 1] - rec.step_times[step], lam)
+        k = output_at.get(step)  # the loss gradient at an output time joins the adjoint state
         if k is not None and g[k].any():
             view = vec_view(lam, "rw")
             view += g[k].to(view.device)
@@ -44,7 +48,7 @@ def sweep(rec, grad_ys, stats, reducer):
     ts.setCostGradients([lam], [mu] if mu is not None else None)
     implicit = ws.wiring.implicit
     krylov_before = implicit.krylov_iterations if implicit is not None else 0
-    adjoint_steps = rec.plan.backward(ts, rec, forcing, rec.call)
+    adjoint_steps = rec.plan.backward(ts, rec, forcing, rec.call, each_step=hooks is not None)
     rec.plan.account(stats, stats["steps"], ws.sizes.n)
     ws.wiring.forget()
     stats.adjoint_done(adjoint_steps, implicit.krylov_iterations - krylov_before if implicit is not None else 0)
@@ -67,9 +71,13 @@ class _ODEAdjoint(torch.autograd.Function):
     """Forward: PETSc solve. Backward: PETSc discrete adjoint."""
 
     @staticmethod
-    def forward(ctx, integrator, layout, times, record, y0_flat, *params):
-        ys, rec = integrator.forward(layout, y0_flat, times, list(params), record=record)
+    def forward(ctx, integrator, layout, grid, record, t, y0_flat, *params):
+        ys, rec = integrator.forward(layout, y0_flat, list(grid.times), list(params), record=record,
+                                     jumps=grid.jumps)
+        ctx.outputs = grid.outputs
         ctx.integrator, ctx.layout, ctx.rec = integrator, layout, rec
+        ctx.t_like = t if t is not None and t.requires_grad else None
+        ctx.ys = ys if ctx.t_like is not None else None
         ctx.step_times = integrator.step_times
         # saved through torch so that an in-place change before backward (an optimizer
         # step on a shared parameter) raises torch's own error, not a wrong gradient
@@ -92,18 +100,46 @@ class _ODEAdjoint(torch.autograd.Function):
             # The trajectory belongs to another call (the same solver ran again before
             # this backward, or ran without recording): re-solve this call first. Same
             # inputs, same accepted steps, so the gradient is this call's.
-            _, rec = integrator.forward(layout, y0_flat, rec.times, rec.params, record=True)
+            _, rec = integrator.forward(layout, y0_flat, rec.times, rec.params, record=True, jumps=rec.jumps)
             if not torch.equal(integrator.step_times, ctx.step_times):
                 raise SolverError(_mismatch(integrator.step_times, ctx.step_times), reason="RESOLVE_MISMATCH",
                                   steps=len(integrator.step_times) - 1)
             integrator.stats.recomputed(integrator.stats["steps"])
         grad_y0, grad_p = integrator.backward(rec, grad_ys)
+        grad_t = None
+        if ctx.t_like is not None:
+            grad_t = time_gradient(integrator, layout, rec.times, ctx.ys, grad_ys, grad_y0)[list(ctx.outputs)]
+            grad_t = grad_t.to(device=ctx.t_like.device, dtype=ctx.t_like.dtype)
         grads, offset = [], 0
         for p in rec.params:
             k = p.numel()
             grads.append(grad_p[offset:offset + k].reshape(p.shape).to(device=p.device, dtype=p.dtype))
             offset += k
-        return (None, None, None, None, grad_y0.to(device=layout.device, dtype=layout.dtype), *grads)
+        return (None, None, None, None, grad_t, grad_y0.to(device=layout.device, dtype=layout.dtype), *grads)
+
+
+def time_gradient(integrator, layout, times, ys, grad_ys, grad_y0):
+    """d loss / d t for every output time, as for the exact flow ``y(t; t0, y0)``:
+    ``dL/dt_k = g_k . f(t_k, y_k)`` for ``k >= 1`` (an output moves with its time), and
+    ``dL/dt_0 = -(lambda_0 - g_0) . f(t_0, y_0)`` (shifting the start shifts every later
+    output: ``dy(t)/dt_0 = -dy(t)/dy_0 f(t_0, y_0)``), where ``g_k`` is the loss gradient at
+    output ``k``, ``lambda_0`` the total gradient with respect to ``y0`` and ``f`` is
+    evaluated on the computed solution. This is torchdiffeq's definition; it differs from
+    the derivative of the discrete solve by the method's local error.
+
+    Returns:
+        float64 tensor of ``len(times)`` entries.
+    """
+    g = grad_ys.detach().to(PETSC_DTYPE)
+    out = torch.zeros(len(times), dtype=PETSC_DTYPE)
+    if len(times) == 1:
+        return out
+    f = integrator.rates(layout, times, ys)
+    dots = (g[1:] * f[1:]).sum(1).tolist() + [-float(((grad_y0 - g[0]) * f[0]).sum())]
+    dots = [integrator.reducer.sum(x) for x in dots]  # each rank holds its shard of the state
+    out[1:] = torch.tensor(dots[:-1], dtype=PETSC_DTYPE)
+    out[0] = dots[-1]
+    return out
 
 
 def _fingerprint(params):
@@ -127,17 +163,21 @@ def _mismatch(again, first):
     return f"re-solving for the backward pass {what} (did the parameters or func change in between?)"
 
 
-def solve(integrator, layout, y0, times, params, record=True):
-    """Run ``integrator`` on ``y0`` at ``times``; differentiable when anything needs a
-    gradient (``y0`` or one of ``params``).
+def solve(integrator, layout, y0, grid, params, record=True, t=None):
+    """Run ``integrator`` on ``y0`` over the :class:`~pnode.timegrid.TimeGrid` ``grid``
+    and return the states at its output times; differentiable when anything needs a
+    gradient (``y0``, one of ``params``, or the output times tensor ``t``).
 
     With ``record=False`` the forward pass keeps no trajectory and backward re-solves
     first (block-level recomputation).
     """
     y0_flat = layout.flatten(y0)
-    if torch.is_grad_enabled() and (y0_flat.requires_grad or bool(params)):
-        ys = _ODEAdjoint.apply(integrator, layout, times, record, y0_flat, *params)
+    t_grad = isinstance(t, torch.Tensor) and t.requires_grad
+    if torch.is_grad_enabled() and (y0_flat.requires_grad or bool(params) or t_grad):
+        ys = _ODEAdjoint.apply(integrator, layout, grid, record, t if t_grad else None, y0_flat, *params)
     else:
-        ys, _ = integrator.forward(layout, y0_flat, times, params, record=False)
+        ys, _ = integrator.forward(layout, y0_flat, list(grid.times), params, record=False, jumps=grid.jumps)
         ys = ys.to(device=layout.device, dtype=layout.dtype)
+    if grid.extra:
+        ys = ys[list(grid.outputs)]
     return layout.unflatten(ys)

@@ -231,16 +231,18 @@ class TrajectoryPlan(NoRecord):
     def prepare(self, ts):
         """Before the cost gradients are set (nothing: the trajectory is attached)."""
 
-    def backward(self, ts, record, forcing, run):
-        """Adjoint one output interval at a time, the loss gradient of each output time
-        added in between; returns the number of adjoint steps."""
+    def backward(self, ts, record, forcing, run, each_step=False):
+        """Adjoint one output interval at a time (one step at a time if ``each_step``),
+        ``forcing(step)`` after each (the loss gradient of an output time joins there);
+        returns the number of adjoint steps."""
         seg, adj = record.segments, 0
         for k in range(len(seg) - 1, 0, -1):
-            steps = seg[k] - seg[k - 1]
-            ts.adjointSetSteps(steps)
-            run("adjoint solve", ts.adjointSolve)
-            adj += steps
-            forcing(seg[k - 1])
+            chunks = [1] * (seg[k] - seg[k - 1]) if each_step else [seg[k] - seg[k - 1]]
+            for steps in chunks:
+                ts.adjointSetSteps(steps)
+                run("adjoint solve", ts.adjointSolve)
+                adj += steps
+                forcing(seg[-1] - adj)
         return adj
 
     def release(self):
@@ -279,8 +281,9 @@ class ReplayPlan(NoRecord):
     def prepare(self, ts):
         ts.setSaveTrajectory()  # TSAdjointStep needs one attached; it stays empty
 
-    def backward(self, ts, record, forcing, run):
-        """Reverse every step from pnode's checkpoints; returns the adjoint steps."""
+    def backward(self, ts, record, forcing, run, each_step=True):
+        """Reverse every step from pnode's checkpoints (``forcing(step)`` after each);
+        returns the adjoint steps."""
         replay = Replay(ts, record.u, record.step_times, self.online, self.slots, forcing, run)
         peak = replay.backward()
         self.peak, self.recomputed = peak, replay.recomputed

@@ -38,10 +38,20 @@ class Dynamics:
         self._recent = []  # small cache of Linearizations, newest last
         self.double_backward = True  # JVPs by double backward until the field refuses
         self.batched_backward = True  # several VJPs in one backward until the field refuses
+        self.nudge = None  # a pnode.timegrid.Nudge when evaluations at step boundaries move inside
+
+    def time(self, s):
+        """The user time ``func`` sees at solver time ``s`` (0-d tensor, model dtype)."""
+        t = torch.tensor(self.clock.user(s), dtype=self.layout.dtype, device=self.layout.device)
+        return t if self.nudge is None else self.nudge(s, t)
 
     def __call__(self, s, u):
         """Evaluate on a model-dtype flat tensor ``u`` at solver time ``s``; returns flat."""
-        t = torch.tensor(self.clock.user(s), dtype=self.layout.dtype, device=self.layout.device)
+        return self.evaluate(self.time(s), u)
+
+    def evaluate(self, t, u):
+        """Evaluate at user time ``t`` (0-d tensor); ``u`` flat, model dtype; returns flat
+        in solver time (sign-flipped for a decreasing ``t``)."""
         out = self.func(t, self.layout.unflatten(u))
         self._check_output(out)
         flat = self.layout.flatten(out)
@@ -81,10 +91,11 @@ class Dynamics:
 
     def linearize(self, s, u64):
         """The :class:`Linearization` at ``(s, u)``, reusing a recent one at the same point."""
+        t = self.time(s)  # a nudged evaluation is another point than the unnudged one
         for lin in reversed(self._recent):
-            if lin.s == s and torch.equal(lin.u64, u64):
+            if lin.s == s and bool(lin.t == t) and torch.equal(lin.u64, u64):
                 return lin
-        lin = Linearization(self, s, u64.clone())
+        lin = Linearization(self, s, u64.clone(), t)
         self._recent = self._recent[-1:] + [lin]  # two points: CN linearises at t_n and t_n+1
         return lin
 
@@ -100,9 +111,10 @@ class Linearization:
     ones at this point (an implicit method's transposed Krylov solve asks for many).
     """
 
-    def __init__(self, dyn, s, u64):
+    def __init__(self, dyn, s, u64, t):
         self.dyn = dyn
         self.s = s
+        self.t = t  # the user time func is evaluated at (a 0-d tensor)
         self.u64 = u64
         self._graph = None
         self._dual = None  # (w, J^T w with its graph) for Jacobian-vector products
@@ -126,7 +138,7 @@ class Linearization:
                 dyn.double_backward = False
         u = dyn.layout.to_model(self.u64)
         with torch.no_grad():
-            _, out = torch.func.jvp(lambda x: dyn(self.s, x), (u,), (v,))
+            _, out = torch.func.jvp(lambda x: dyn.evaluate(self.t, x), (u,), (v,))
         return out.to(PETSC_DTYPE)
 
     def _jvp_by_double_backward(self, v):
@@ -169,7 +181,7 @@ class Linearization:
         dyn = self.dyn
         u = dyn.layout.to_model(self.u64).detach().requires_grad_(True)
         with torch.enable_grad():
-            out = dyn(self.s, u)
+            out = dyn.evaluate(self.t, u)
         self._graph = (u, out)
 
     def _grad(self, v64, wrt):

@@ -20,12 +20,14 @@ from . import checkpoint as _ckpt
 from .adjoint import sweep
 from .bridge import PETSC_DTYPE, Clock, vec_view, vec_write
 from .dynamics import Dynamics
-from .errors import CallbackTrap, PetscCall, petsc_message
+from .errors import CallbackTrap, PetscCall, SolverError, petsc_message
 from .methods import adjoint_method_names, form_of, has_adjoint
 from .outputs import collect
 from .parallel import Reducer, Sizes
 from .stats import Stats
 from .stepping import StepControl, global_rms
+from .timegrid import Nudge
+from .callbacks import StepHooks
 from .workspace import Workspace
 
 
@@ -56,6 +58,8 @@ class Record:
     segments: List[int] = field(default_factory=list)
     plan: Any = field(default_factory=_ckpt.NoRecord)
     trivial: bool = False  # one output time or an empty state: no PETSc solve at all
+    jumps: frozenset = frozenset()  # user times where func may jump (evaluations nudged)
+    hooks: Any = None  # the func's step callbacks (pnode.callbacks.StepHooks), if any
 
     @property
     def u(self):
@@ -84,20 +88,25 @@ class Integrator:
         self._active = None  # (Record, StepControl) while PETSc runs a forward solve
 
     # ------------------------------------------------------------------ forward
-    def forward(self, layout, y0_flat, times, params, record):
-        """Integrate from ``y0_flat`` (flat, model dtype) over ``times`` (user floats).
+    def forward(self, layout, y0_flat, times, params, record, jumps=frozenset(), event=None):
+        """Integrate from ``y0_flat`` (flat, model dtype) over ``times`` (user floats),
+        landing on each; ``jumps``: times where ``func`` may be discontinuous.
+
+        With ``event`` (``event(s, u64) -> float``, solver time) the solve stops where it
+        crosses zero (PETSc's TSEvent) instead: returns the event's user time and the
+        state there (flat float64).
 
         Returns:
             ``(ys, rec)``: ``(len(times), n)`` float64 outputs and the :class:`Record`
             (holding what the adjoint needs when ``record`` is true).
         """
         try:
-            return self._forward(layout, y0_flat, times, params, record)
+            return self._forward(layout, y0_flat, times, params, record, jumps, event)
         except BaseException:
             self.discard()
             raise
 
-    def _forward(self, layout, y0_flat, times, params, record):
+    def _forward(self, layout, y0_flat, times, params, record, jumps, event):
         self._agree(layout, times, params, record)
         clock = Clock.of(times)
         s = [clock.solver(x) for x in times]
@@ -105,7 +114,7 @@ class Integrator:
         self.stats = Stats()
         self._run += 1
         y0 = y0_flat.detach().to(PETSC_DTYPE)
-        rec = Record(self._run, times, s, clock, None, params, None, step_times=[s[0]])
+        rec = Record(self._run, times, s, clock, None, params, None, step_times=[s[0]], jumps=jumps)
         if len(s) == 1 or self.reducer.sum(layout.numel) == 0:  # nothing to integrate
             rec.trivial = True
             self.step_times = torch.tensor(times, dtype=torch.float64)
@@ -115,7 +124,13 @@ class Integrator:
         vec_write(ws.u, y0)
         rec.workspace = ws
         rec.call = PetscCall(self.trap, self.reducer, lambda: (clock.user(ws.ts.getTime()), ws.ts.getStepNumber()))
-        steps = StepControl(self.method, self.options, self.source, self.rtol, self.atol)
+        steps = StepControl(self.method, self.options, self.source, self.rtol, self.atol, open_end=event is not None)
+        rec.hooks = StepHooks.of(self.func, not steps.fixed, layout, clock)
+        nudge = (Nudge(ws.ts, clock) if self.options.get("perturb")
+                 else Nudge(ws.ts, clock, jumps) if jumps else None)
+        for d in (dyn, dyn_ex):
+            if d is not None:
+                d.nudge = nudge
         rec.plan = self._plan = _ckpt.plan(self.checkpoint, record, steps, s, self.source, ws.sizes.N,
                                            ws.sizes.n, self.method.stages, y0)
         self._configure(ws, s, steps, rec.plan, ts_type, layout.dtype, record)
@@ -123,6 +138,8 @@ class Integrator:
         rms = global_rms(self.reducer, ws.sizes.N)
         dt = rec.call("initial step", lambda: steps.first_step(s, y0, self.trap.poisoned(rhs), rms))
         ws.ts.setTimeStep(dt)
+        if event is not None:
+            self._watch(ws.ts, event, steps)
         self._active = (rec, steps)
         try:
             rec.call("forward solve", lambda: ws.ts.solve(ws.u))
@@ -131,6 +148,10 @@ class Integrator:
         ws.wiring.forget()
         self.step_times = torch.tensor([clock.user(x) for x in rec.step_times], dtype=torch.float64)
         self.stats.forward_done(ws.ts)
+        if event is not None:  # the TS keeps its event handler: build a fresh one next time
+            found = self._event_found(ws.ts, clock, steps)
+            self.discard()
+            return found
         ys, rec.segments = collect(ws.ts, s, times, clock, rec.step_times, self.reducer, steps.max_steps)
         rec.plan.account(self.stats, self.stats["steps"], layout.numel)
         return ys, rec
@@ -169,7 +190,7 @@ class Integrator:
         else:
             self.discard()
             ws = self.workspace = Workspace(self.comm, self.source.prefix, sizes, form, n_out, dyn, dyn_ex,
-                                            self.trap, self.reducer, self.options, self._post_step)
+                                            self.trap, self.reducer, self.options, self._pre_step, self._post_step)
         return ws, dyn, dyn_ex
 
     def _configure(self, ws, s, steps, plan, ts_type, dtype, record):
@@ -196,14 +217,48 @@ class Integrator:
         ts.setMaxTime(s[-1])
         ts.setEvaluationTimes(s)
 
+    def _watch(self, ts, event, steps):
+        """Stop the solve where ``event`` crosses zero (PETSc locates it to round-off in
+        time by re-stepping with shorter steps)."""
+        if steps.fixed and steps.grid_dt is None:
+            raise ValueError("an event with a fixed-step method needs options['step_size'] (there is no end time "
+                             "to divide into steps)")
+
+        def indicator(ts_, s, U, fvalue):
+            fvalue[0] = event(s, vec_view(U, "r"))
+        ts.setEventHandler([0], [True], self.trap.wrap(indicator))
+        ts.setEventTolerances(tol=1e-12)
+
+    def _event_found(self, ts, clock, steps):
+        if ts.getConvergedReason() != PETSc.TS.ConvergedReason.CONVERGED_EVENT:
+            raise SolverError(f"the event function did not cross zero within {ts.getStepNumber()} steps (up to "
+                              f"t={clock.user(ts.getTime()):.6g}; raise options['max_num_steps'] if it lies further)",
+                              reason="NO_EVENT", time=clock.user(ts.getTime()), steps=ts.getStepNumber())
+        return clock.user(ts.getTime()), vec_view(ts.getSolution(), "r").clone()
+
+    def _pre_step(self, ts):
+        if self._active is not None and self._active[0].hooks is not None:
+            self._active[0].hooks.before_step(ts)
+
     def _post_step(self, ts):
         if self._active is None:  # the adjoint re-taking a forward step from a checkpoint
             self.stats.recomputed(1)
             return
         rec, steps = self._active
         rec.step_times.append(ts.getTime())
+        if rec.hooks is not None:
+            rec.hooks.after_step(ts, rec.step_times[-1] - rec.step_times[-2])
         steps.after_step(ts)
         rec.plan.on_step(ts.getStepNumber(), vec_view(ts.getSolution(), "r"))
+
+    def rates(self, layout, times, ys):
+        """``dy/dt`` (``func`` plus ``func_explicit``) at user times ``times`` and flat
+        float64 states ``ys`` (one row each), without a graph; float64 ``(len(times), n)``."""
+        identity = Clock(0.0, 1.0)
+        fields = [Dynamics(f, layout, [], identity, self.stats, name=name)
+                  for f, name in ((self.func, "func"), (self.options.get("func_explicit"), "options['func_explicit']"))
+                  if f is not None]
+        return torch.stack([sum(d.rhs(float(t), y) for d in fields) for t, y in zip(times, ys)])
 
     # ------------------------------------------------------------------ backward
     def holds(self, rec):

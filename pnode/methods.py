@@ -11,8 +11,11 @@ from typing import Optional
 
 import torch
 
+from .tableaus import TABLEAUS
+
 # Keys of ``options`` every method accepts, and those only implicit methods accept.
-COMMON_OPTIONS = ("step_size", "first_step", "max_num_steps")
+COMMON_OPTIONS = ("step_size", "first_step", "max_num_steps", "min_step", "max_step", "step_t", "jump_t",
+                  "perturb", "grid_constructor", "norm", "dtype", "interp")
 IMPLICIT_OPTIONS = ("theta", "endpoint", "func_explicit", "mass", "jacobian", "preconditioner")
 OPTION_KEYS = COMMON_OPTIONS + IMPLICIT_OPTIONS
 
@@ -57,11 +60,16 @@ class Method:
     implicit: bool = False
     form: str = "rhs"
     reference: str = ""
+    fixed_theta: Optional[tuple] = None  # (theta, endpoint) a theta-family method is defined by
 
     @property
     def option_keys(self):
         """The keys of ``options`` this method accepts."""
-        return OPTION_KEYS if self.implicit else COMMON_OPTIONS
+        if not self.implicit:
+            return COMMON_OPTIONS
+        if self.fixed_theta is not None:  # theta and endpoint are what the name means
+            return tuple(k for k in OPTION_KEYS if k not in ("theta", "endpoint"))
+        return OPTION_KEYS
 
     def petsc_defaults(self, options, ts_type, dtype):
         """PETSc options this method implies for one solve.
@@ -75,8 +83,9 @@ class Method:
         if self.subtype is not None:
             opts[f"ts_{self.ts_type}_type"] = self.subtype
         if self.ts_type == "theta" and ts_type == "theta":
-            opts["ts_theta_theta"] = options.get("theta", 0.5)
-            opts["ts_theta_endpoint"] = bool(options.get("endpoint", False))
+            theta, endpoint = self.fixed_theta or (options.get("theta", 0.5), options.get("endpoint", False))
+            opts["ts_theta_theta"] = theta
+            opts["ts_theta_endpoint"] = bool(endpoint)
         if self.implicit:
             opts.update(_NONLINEAR_TOLERANCES[dtype], snes_max_it=50)
             if options.get("jacobian") == "dense":
@@ -90,10 +99,10 @@ def _rk(name, subtype, order, stages, adaptive, reference):
     return Method(name, "rk", subtype, order, stages, adaptive, reference=reference)
 
 
-def _implicit(name, ts_type, subtype, order, stages, adaptive, reference, adjoint=True):
+def _implicit(name, ts_type, subtype, order, stages, adaptive, reference, adjoint=True, fixed_theta=None):
     form = "imex" if ts_type == "arkimex" else "implicit"
     return Method(name, ts_type, subtype, order, stages, adaptive, adjoint=adjoint, implicit=True,
-                  form=form, reference=reference)
+                  form=form, reference=reference, fixed_theta=fixed_theta)
 
 
 METHODS = {}
@@ -111,10 +120,16 @@ def register(method, *aliases):
 for _m in [
     _rk("euler", "1fe", 1, 1, False, "forward Euler"),
     _rk("midpoint", "2b", 2, 2, False, "explicit midpoint"),
-    _rk("heun2", "2a", 2, 2, True, "Heun's method with Euler embedded"),
+    _rk("heun2", "2a", 2, 2, False, "Heun's method (explicit trapezoid), fixed steps"),
+    _rk("adaptive_heun", "adaptive_heun", 2, 2, True, TABLEAUS["adaptive_heun"].reference),
+    _rk("fehlberg2", "fehlberg2", 2, 3, True, TABLEAUS["fehlberg2"].reference),
+    _rk("heun3", "heun3", 3, 3, False, TABLEAUS["heun3"].reference),
     _rk("bosh3", "3bs", 3, 4, True, "Bogacki-Shampine 3(2), FSAL"),
     _rk("rk4", "4", 4, 4, False, "classical Runge-Kutta (1/6,1/3,1/3,1/6)"),
+    _rk("rk4_38", "rk4_38", 4, 4, False, TABLEAUS["rk4_38"].reference),
     _rk("dopri5", "5dp", 5, 7, True, "Dormand-Prince 5(4), FSAL"),
+    _rk("tsit5", "tsit5", 5, 7, True, TABLEAUS["tsit5"].reference),
+    _rk("dopri8", "dopri8", 8, 13, True, TABLEAUS["dopri8"].reference),
     _rk("verner6", "6vr", 6, 9, True, "Verner 6(5) 'most efficient'"),
     _rk("verner7", "7vr", 7, 10, True, "Verner 7(6)"),
     _rk("verner8", "8vr", 8, 13, True, "Verner 8(7)"),
@@ -122,6 +137,8 @@ for _m in [
     _implicit("crank_nicolson", "cn", None, 2, 2, False, "Crank-Nicolson (trapezoid; theta=0.5, endpoint)"),
     _implicit("theta", "theta", None, 2, 1, False,
               "theta method (options theta, endpoint; default 0.5 midpoint form)"),
+    _implicit("implicit_midpoint", "theta", None, 2, 1, False, "implicit midpoint rule (theta 0.5, midpoint form)",
+              fixed_theta=(0.5, False)),
     _implicit("kencarp3", "arkimex", "3", 3, 4, True, "Kennedy-Carpenter ARK3(2)4L[2]SA, IMEX"),
     _implicit("kencarp4", "arkimex", "4", 4, 6, True, "Kennedy-Carpenter ARK4(3)6L[2]SA, IMEX"),
     _implicit("kencarp5", "arkimex", "5", 5, 8, True, "Kennedy-Carpenter ARK5(4)8L[2]SA, IMEX"),
@@ -132,6 +149,30 @@ for _m in [
 ]:
     register(_m)
 register(METHODS["crank_nicolson"], "trapezoid")
+
+
+# torchdiffeq's methods pnode does not offer, and why, with the nearest it has.
+_MULTISTEP = ("PETSc has no discrete adjoint for multistep methods, so no exact gradients; nearest: "
+              "dopri5 or tsit5 (adaptive), rk4 (fixed steps), or bdf (implicit, forward only)")
+UNSUPPORTED = {
+    "explicit_adams": _MULTISTEP,
+    "implicit_adams": _MULTISTEP,
+    "fixed_adams": _MULTISTEP,
+    "radauIIA3": "PETSc's fully implicit Runge-Kutta (TSIRK) has no discrete adjoint; nearest: kencarp3 "
+                 "(L-stable, 3rd order, adaptive) or implicit_euler",
+    "radauIIA5": "PETSc's fully implicit Runge-Kutta (TSIRK) has no discrete adjoint; nearest: kencarp5 "
+                 "(L-stable, 5th order, adaptive)",
+    "gl4": "PETSc's fully implicit Runge-Kutta (TSIRK) has no discrete adjoint; nearest: implicit_midpoint "
+           "(Gauss-Legendre of order 2, symplectic) or kencarp4",
+    "gl6": "PETSc's fully implicit Runge-Kutta (TSIRK) has no discrete adjoint; nearest: implicit_midpoint "
+           "(symplectic) or kencarp5",
+    "sdirk2": "PETSc's DIRK adjoint is unproven, so pnode does not offer it; nearest: kencarp3 (L-stable "
+              "ESDIRK, adaptive), crank_nicolson or implicit_euler",
+    "trbdf2": "PETSc's DIRK adjoint is unproven, so pnode does not offer it; nearest: kencarp3 (L-stable "
+              "ESDIRK, adaptive) or crank_nicolson",
+    "scipy_solver": "pnode integrates with PETSc instead of scipy; scipy's RK45 -> dopri5, RK23 -> bosh3, "
+                    "DOP853 -> dopri8, Radau -> kencarp5, BDF/LSODA -> kencarp4 (or bdf, forward only)",
+}
 
 
 def form_of(ts_type):
@@ -163,6 +204,8 @@ def get_method(name):
     if not isinstance(name, str):
         raise TypeError(f"method must be a string or None, got {type(name).__name__}")
     key = ALIASES.get(name, name)
+    if key in UNSUPPORTED:
+        raise ValueError(f"method {name!r} is not available in pnode: {UNSUPPORTED[key]}")
     if key not in METHODS:
         valid = ", ".join(sorted(list(METHODS) + list(ALIASES)))
         raise ValueError(f"unknown method {name!r}; valid methods: {valid}")

@@ -61,7 +61,7 @@ def clear_cache():
         _CACHE.popitem()[1].close()
 
 
-def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None,
+def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, event_fn=None,
            adjoint_params=None, checkpoint=None, petsc_options=None, comm=None, **kwargs):
     """Solve ``dy/dt = func(t, y)`` from ``y0`` at ``t[0]``; return ``y`` at every ``t``.
 
@@ -76,6 +76,9 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None,
             ``preconditioner`` (see :class:`pnode.ODESolver`).
         adjoint_params: tensors to differentiate (default: parameters of ``func``).
         checkpoint: :class:`pnode.Checkpoint` (default: store all).
+        event_fn: ``event_fn(t, y) -> scalar``: solve from ``t[0]`` in the direction of
+            ``t[1]`` until it crosses zero and return ``(event_t, ys)`` with ``ys`` the
+            states at ``t[0]`` and the event (see :mod:`pnode.events`).
         petsc_options: PETSc options used as defaults for this solve.
         comm: MPI communicator for a data-parallel solve (each rank passes its shard of
             the batch; see :mod:`pnode.parallel`). Default: this process alone.
@@ -94,7 +97,10 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None,
     settings = dict(rtol=rtol, atol=atol, method=method, options=options,
                     adjoint_params=adjoint_params, checkpoint=checkpoint,
                     petsc_options=petsc_options, comm=comm)
-    return _solver_for(func, settings)(y0, t)
+    solver = _solver_for(func, settings)
+    if event_fn is not None:
+        return solver.until_event(y0, t, event_fn)
+    return solver(y0, t)
 
 
 odeint_adjoint = odeint

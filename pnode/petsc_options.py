@@ -59,6 +59,10 @@ def _init_args(argv, environ=os.environ):
 petsc4py.init(_init_args(sys.argv))
 from petsc4py import PETSc  # noqa: E402
 
+from .tableaus import register_all  # noqa: E402
+
+register_all()  # pnode's extra RK tableaus, for every TS of this process
+
 
 def option_name(prefix, key):
     """The full option name ``-{prefix}{key}`` (``key`` without the leading dash)."""

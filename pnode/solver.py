@@ -7,14 +7,18 @@ The solver validates its settings (:mod:`pnode.validate`, :mod:`pnode.methods`,
 """
 import weakref
 
+import torch
+
 from . import checkpoint as _ckpt
 from .adjoint import solve
 from .bridge import StateLayout
+from .events import until_event
 from .integrator import Integrator
 from .methods import get_method
 from .parallel import as_petsc, release_comms
 from .params import differentiated
 from .petsc_options import OptionSource
+from .timegrid import TimeGrid
 from .validate import check_options, check_prefix, check_t, check_tolerance
 
 _LIVE = weakref.WeakSet()  # solvers to close at interpreter exit (see close_all)
@@ -86,11 +90,21 @@ class ODESolver:
 
         Returns:
             Tensor of shape ``(len(t), *y0.shape)`` (a tuple of such for tuple ``y0``),
-            differentiable with respect to ``y0`` and the parameters.
+            differentiable with respect to ``y0``, the parameters and, when ``t``
+            requires grad, the times (see :func:`pnode.adjoint.time_gradient`).
         """
         layout = StateLayout.of(y0)
         times = check_t(t)
-        return solve(self._integrator, layout, y0, times, self.params, record=not recompute_forward)
+        if isinstance(t, torch.Tensor) and t.requires_grad and "mass" in self.options:
+            raise ValueError("gradients with respect to t need dy/dt, which options['mass'] leaves implicit: "
+                             "pass t without requires_grad")
+        grid = TimeGrid.of(times, self.options, self.func, y0, t)
+        return solve(self._integrator, layout, y0, grid, self.params, record=not recompute_forward, t=t)
+
+    def until_event(self, y0, t, event_fn):
+        """Solve from ``t[0]`` in the direction of ``t[1]`` until ``event_fn(t, y)``
+        crosses zero; returns ``(event_t, ys)`` (see :func:`pnode.events.until_event`)."""
+        return until_event(self, self._integrator, y0, t, event_fn)
 
     @property
     def params(self):

@@ -27,8 +27,9 @@ class StepControl:
             ``options["step_size"]``), else None.
     """
 
-    def __init__(self, method, options, source, rtol, atol):
+    def __init__(self, method, options, source, rtol, atol, open_end=False):
         self.method, self.options, self.rtol, self.atol = method, options, rtol, atol
+        self.open_end = open_end  # an event ends the solve, not s[-1] (so no step count to check)
         default_fixed = "step_size" in options or not method.adaptive
         self.adapt_type = source.get("ts_adapt_type") or ("none" if default_fixed else "basic")
         self.fixed = self.adapt_type == "none"
@@ -41,9 +42,18 @@ class StepControl:
         self._step = None
 
     def petsc_defaults(self):
-        """The step options PETSc gets (tolerances are the solver's)."""
-        return {"ts_adapt_type": self.adapt_type, "ts_rtol": self.rtol, "ts_atol": self.atol,
+        """The step options PETSc gets: tolerances are the solver's; ``min_step``,
+        ``max_step`` and ``norm`` (torchdiffeq's options) are TSAdapt's step limits and
+        weighted error norm."""
+        opts = {"ts_adapt_type": self.adapt_type, "ts_rtol": self.rtol, "ts_atol": self.atol,
                 "ts_max_steps": self.max_steps}
+        if self.options.get("min_step", 0.0) > 0:
+            opts["ts_adapt_dt_min"] = self.options["min_step"]
+        if math.isfinite(self.options.get("max_step", math.inf)):
+            opts["ts_adapt_dt_max"] = self.options["max_step"]
+        if "norm" in self.options:
+            opts["ts_adapt_wnormtype"] = {"rms": "2", "max": "infinity"}[self.options["norm"]]
+        return opts
 
     def first_step(self, s, y0, rhs, rms):
         """The first step size (solver time units) and remember the output times ``s``.
@@ -76,7 +86,8 @@ class StepControl:
         them, or steps below the float spacing of the times (they would not advance)."""
         span = s[-1] - s[0]
         implied = span / dt
-        if implied > self.max_steps or s[0] + dt == s[0] or s[-1] - dt == s[-1]:
+        too_many = not self.open_end and (implied > self.max_steps or s[-1] - dt == s[-1])
+        if too_many or s[0] + dt == s[0]:
             raise ValueError(f"a fixed step of {dt:.6g} implies {implied:.3g} steps over a span of {span:.6g}, "
                              f"more than max_num_steps={self.max_steps} (or below the float resolution of "
                              "the times): use a larger options['step_size'] / -ts_time_step, or raise "

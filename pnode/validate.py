@@ -10,6 +10,19 @@ from .methods import OPTION_KEYS
 INT32_MAX = 2**31 - 1  # PETSc's indices (PetscInt) are 32-bit in this build
 DEFAULT_MAX_STEPS = 10**6  # a finite default, so an absurd step size cannot run forever
 JACOBIANS = ("block", "matrix-free", "dense")
+NORMS = ("rms", "max")  # options["norm"] -> PETSc's -ts_adapt_wnormtype 2 / infinity
+
+
+def _times(values):
+    """Finite times as a sorted list of floats (any order, any 1-D container)."""
+    if isinstance(values, torch.Tensor):
+        if values.dim() > 1:
+            raise ValueError(f"got shape {tuple(values.shape)}")
+        values = values.detach().to(torch.float64).cpu().reshape(-1).tolist()
+    out = sorted(float(x) for x in values)
+    if not all(math.isfinite(x) for x in out):
+        raise ValueError("not finite")
+    return out
 
 
 def check_t(t):
@@ -64,6 +77,38 @@ def check_options(options, method):
             if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (v > 0 and math.isfinite(v)):
                 raise ValueError(f"options['{key}'] must be a positive number (the direction follows t), got {v!r}")
             out[key] = float(v)
+    for key in ("min_step", "max_step"):
+        if key in out:
+            v = out[key]
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not v >= 0 or math.isnan(v):
+                raise ValueError(f"options['{key}'] must be a non-negative number, got {v!r}")
+            out[key] = float(v)
+    if out.get("min_step", 0) > out.get("max_step", math.inf):
+        raise ValueError(f"options['min_step']={out['min_step']} exceeds options['max_step']={out['max_step']}")
+    for key in ("step_t", "jump_t"):
+        if key in out:
+            try:
+                out[key] = _times(out[key])
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"options['{key}'] must be a 1-D tensor or sequence of finite times: {err}") from None
+    if "perturb" in out and not isinstance(out["perturb"], bool):
+        raise TypeError(f"options['perturb'] must be True or False, got {out['perturb']!r}")
+    if "grid_constructor" in out:
+        if not callable(out["grid_constructor"]):
+            raise TypeError("options['grid_constructor'] must be callable: grid_constructor(func, y0, t) -> times")
+        if "step_size" in out:
+            raise ValueError("options['grid_constructor'] and options['step_size'] both set the steps: give one")
+    if "norm" in out and out["norm"] not in NORMS:
+        what = "a callable" if callable(out["norm"]) else repr(out["norm"])
+        raise ValueError(f"options['norm'] must be one of {', '.join(map(repr, NORMS))} (PETSc's weighted error norms: "
+                         f"RMS, torchdiffeq's default, or max), got {what}; PETSc's step controller cannot call a "
+                         "Python norm")
+    if "dtype" in out and out["dtype"] not in (torch.float32, torch.float64):
+        raise TypeError(f"options['dtype'] must be torch.float32 or torch.float64, got {out['dtype']!r} (pnode "
+                        "keeps times in float64 whatever it is)")
+    if "interp" in out and out["interp"] not in ("linear", "cubic"):
+        raise ValueError(f"options['interp'] must be 'linear' or 'cubic', got {out['interp']!r} (pnode steps onto "
+                         "every output time, so nothing is interpolated)")
     if "max_num_steps" in out:
         v = out["max_num_steps"]
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not 1 <= v <= INT32_MAX:

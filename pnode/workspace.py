@@ -40,7 +40,7 @@ class Workspace:
         key: the configuration this workspace serves.
     """
 
-    def __init__(self, comm, prefix, sizes, form, n_out, dyn, dyn_ex, trap, reducer, options, post_step):
+    def __init__(self, comm, prefix, sizes, form, n_out, dyn, dyn_ex, trap, reducer, options, pre_step, post_step):
         hold_comm(comm)
         mass = _mass(options, dyn.layout)
         blocks = self.blocks_of(dyn.layout, form, options, mass)
@@ -56,6 +56,7 @@ class Workspace:
         self.wiring = Wiring(ts, form, sizes, reducer, dyn, dyn_ex, trap, mass=mass,
                              dense=options.get("jacobian") == "dense",
                              preconditioner=options.get("preconditioner"), blocks=blocks)
+        ts.setPreStep(trap.wrap(pre_step))
         ts.setPostStep(trap.wrap(post_step))
         ts.setExactFinalTime(PETSc.TS.ExactFinalTime.MATCHSTEP)
 

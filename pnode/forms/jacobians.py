@@ -50,7 +50,7 @@ class DenseJacobian:
         """Fill the matrix at the linearization ``lin`` for the IJacobian ``shift``."""
         dyn, n = lin.dyn, self.n
         u = dyn.layout.to_model(lin.u64)
-        jac = torch.func.jacrev(lambda x: dyn(lin.s, x))(u).to(PETSC_DTYPE).cpu()
+        jac = torch.func.jacrev(lambda x: dyn.evaluate(lin.t, x))(u).to(PETSC_DTYPE).cpu()
         eye = self.mass.dense(n).cpu() if self.mass is not None else torch.eye(n, dtype=PETSC_DTYPE)
         self.mat.getDenseArray()[:] = (shift * eye - jac).numpy()
         self.mat.assemble()

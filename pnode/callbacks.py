@@ -1,0 +1,88 @@
+"""torchdiffeq's step callbacks: methods of ``func`` that pnode calls while it solves.
+
+``func.callback_step(t0, y0, dt)`` before each attempted step,
+``func.callback_accept_step(t0, y0, dt)`` / ``func.callback_reject_step(t0, y0, dt)``
+after it (adaptive methods only), and the same names with ``_adjoint`` appended during
+the backward pass, called after each adjoint step with the adjoint state (the gradient of
+the loss with respect to the state at that time) as ``y0``. ``t0`` is a 0-d tensor of user
+time, ``dt`` a float (negative for a decreasing ``t``).
+
+PETSc retries a rejected step inside one ``TSStep``, so the rejections of a step are
+reported when it is accepted (a ``callback_reject_step`` and a ``callback_step`` for each
+retry, with the accepted step's start and size).
+"""
+import warnings
+
+import torch
+
+from .bridge import vec_view
+
+FORWARD = ("callback_step", "callback_accept_step", "callback_reject_step")
+ADJOINT = tuple(name + "_adjoint" for name in FORWARD)
+
+
+class StepHooks:
+    """The callbacks ``func`` defines, bound to one solve.
+
+    Args:
+        hooks: name -> callable.
+        layout: the state's :class:`~pnode.bridge.StateLayout`.
+        clock: the solve's :class:`~pnode.bridge.Clock`.
+    """
+
+    def __init__(self, hooks, layout, clock):
+        self.hooks, self.layout, self.clock = hooks, layout, clock
+        self._start = None
+
+    @classmethod
+    def of(cls, func, adaptive, layout, clock):
+        """The hooks of ``func`` (None if it has none); warns about accept/reject hooks a
+        fixed-step solve never calls, as torchdiffeq does."""
+        hooks = {n: getattr(func, n) for n in FORWARD + ADJOINT if callable(getattr(func, n, None))}
+        if not hooks:
+            return None
+        if not adaptive:
+            unused = [n for n in hooks if "accept" in n or "reject" in n]
+            if unused:
+                warnings.warn(f"func defines {', '.join(unused)}, but fixed steps are never accepted or rejected: "
+                              "only callback_step(_adjoint) is called", stacklevel=5)
+        return cls(hooks, layout, clock)
+
+    @property
+    def adjoint(self):
+        """Whether any adjoint hook is defined."""
+        return any(n in self.hooks for n in ADJOINT)
+
+    def _state(self, vec):
+        return self.layout.unflatten(self.layout.to_model(vec_view(vec, "r").clone()))
+
+    def _call(self, name, *args):
+        hook = self.hooks.get(name)
+        if hook is not None:
+            hook(*args)
+
+    def before_step(self, ts):
+        """PETSc's pre-step: the step from ``ts``'s time and solution is about to be tried."""
+        t0 = torch.tensor(self.clock.user(ts.getTime()), dtype=torch.float64)
+        self._start = (t0, self._state(ts.getSolution()), ts.getStepRejections())
+        self._call("callback_step", t0, self._start[1], self.clock.sign * ts.getTimeStep())
+
+    def after_step(self, ts, dt):
+        """PETSc's post-step: the step (of solver size ``dt``) was accepted."""
+        if self._start is None:
+            return
+        t0, y0, rejections = self._start
+        dt = self.clock.sign * dt
+        for _ in range(ts.getStepRejections() - rejections):
+            self._call("callback_reject_step", t0, y0, dt)
+            self._call("callback_step", t0, y0, dt)
+        self._call("callback_accept_step", t0, y0, dt)
+        self._start = None
+
+    def after_adjoint_step(self, s, dt, lam):
+        """The adjoint reached solver time ``s`` after a step of size ``dt``; ``lam`` the
+        adjoint state Vec."""
+        t = torch.tensor(self.clock.user(s), dtype=torch.float64)
+        lam_state = self._state(lam)
+        self._call("callback_step_adjoint", t, lam_state, -self.clock.sign * dt)
+        self._call("callback_accept_step_adjoint", t, lam_state, -self.clock.sign * dt)
