@@ -236,6 +236,10 @@ class Integrator:
                               reason="NO_EVENT", time=clock.user(ts.getTime()), steps=ts.getStepNumber())
         return clock.user(ts.getTime()), vec_view(ts.getSolution(), "r").clone()
 
+    @staticmethod
+    def _at_jump(rec, s):
+        return any(abs(s - rec.clock.solver(x)) <= 1e-14 * max(1.0, abs(s)) for x in rec.jumps)
+
     def _pre_step(self, ts):
         if self._active is not None and self._active[0].hooks is not None:
             self._active[0].hooks.before_step(ts)
@@ -246,6 +250,8 @@ class Integrator:
             return
         rec, steps = self._active
         rec.step_times.append(ts.getTime())
+        if self.options.get("perturb") or (rec.jumps and self._at_jump(rec, ts.getTime())):
+            ts.restartStep()  # func jumps here: a first-same-as-last stage must not be reused
         if rec.hooks is not None:
             rec.hooks.after_step(ts, rec.step_times[-1] - rec.step_times[-2])
         steps.after_step(ts)

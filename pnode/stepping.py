@@ -75,6 +75,7 @@ class StepControl:
             dt = s[-1] - s[0]  # one step per output interval, as torchdiffeq does
         else:
             dt = initial_step(s, y0, rhs, rms, self.rtol, self.atol, self.method.order)
+            dt = min(max(dt, self.options.get("min_step", 0.0)), self.options.get("max_step", math.inf), s[-1] - s[0])
         dt = float(dt)
         if self.fixed:
             self._check_count(s, dt)
