@@ -177,6 +177,9 @@ class Integrator:
         if form == "imex" and "mass" in self.options:
             raise ValueError("options['mass'] is not supported with ARKIMEX methods: PETSc's ARKIMEX "
                              "adjoint needs the identity mass; use implicit_euler, crank_nicolson or theta")
+        if fe is not None and not self.method.explicit_part:
+            raise ValueError(f"options['func_explicit'] is not supported by {self.method.name!r} (a purely implicit "
+                             "method): use kencarp3/4/5 for an IMEX split")
         if form != "imex" and fe is not None:
             raise ValueError("options['func_explicit'] needs an IMEX method (kencarp3/4/5, arkimex), "
                              f"not TS type {self.source.get('ts_type') or self.method.ts_type!r}")

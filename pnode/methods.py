@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from .tableaus import TABLEAUS
+from .tableaus import DIRK_TABLEAUS, TABLEAUS
 
 # Keys of ``options`` every method accepts, and those only implicit methods accept.
 COMMON_OPTIONS = ("step_size", "first_step", "max_num_steps", "min_step", "max_step", "step_t", "jump_t",
@@ -61,6 +61,7 @@ class Method:
     form: str = "rhs"
     reference: str = ""
     fixed_theta: Optional[tuple] = None  # (theta, endpoint) a theta-family method is defined by
+    explicit_part: bool = True  # an IMEX method that accepts options["func_explicit"]
 
     @property
     def option_keys(self):
@@ -99,10 +100,11 @@ def _rk(name, subtype, order, stages, adaptive, reference):
     return Method(name, "rk", subtype, order, stages, adaptive, reference=reference)
 
 
-def _implicit(name, ts_type, subtype, order, stages, adaptive, reference, adjoint=True, fixed_theta=None):
+def _implicit(name, ts_type, subtype, order, stages, adaptive, reference, adjoint=True, fixed_theta=None,
+              explicit_part=True):
     form = "imex" if ts_type == "arkimex" else "implicit"
     return Method(name, ts_type, subtype, order, stages, adaptive, adjoint=adjoint, implicit=True,
-                  form=form, reference=reference, fixed_theta=fixed_theta)
+                  form=form, reference=reference, fixed_theta=fixed_theta, explicit_part=explicit_part)
 
 
 METHODS = {}
@@ -143,6 +145,8 @@ for _m in [
     _implicit("kencarp4", "arkimex", "4", 4, 6, True, "Kennedy-Carpenter ARK4(3)6L[2]SA, IMEX"),
     _implicit("kencarp5", "arkimex", "5", 5, 8, True, "Kennedy-Carpenter ARK5(4)8L[2]SA, IMEX"),
     _implicit("arkimex", "arkimex", None, 3, 4, True, "any PETSc ARKIMEX tableau (-ts_arkimex_type; default 3)"),
+    _implicit("sdirk2", "arkimex", "sdirk2", 2, 2, False, DIRK_TABLEAUS["sdirk2"].reference, explicit_part=False),
+    _implicit("trbdf2", "arkimex", "trbdf2", 2, 3, False, DIRK_TABLEAUS["trbdf2"].reference, explicit_part=False),
     # forward-only: PETSc has no TSAdjointStep for these
     _implicit("bdf", "bdf", None, 2, 1, True, "BDF (order via -ts_bdf_order); no adjoint", adjoint=False),
     _implicit("rosw", "rosw", None, 3, 4, True, "Rosenbrock-W; no adjoint", adjoint=False),
@@ -166,10 +170,6 @@ UNSUPPORTED = {
            "(Gauss-Legendre of order 2, symplectic) or kencarp4",
     "gl6": "PETSc's fully implicit Runge-Kutta (TSIRK) has no discrete adjoint; nearest: implicit_midpoint "
            "(symplectic) or kencarp5",
-    "sdirk2": "PETSc's DIRK adjoint is unproven, so pnode does not offer it; nearest: kencarp3 (L-stable "
-              "ESDIRK, adaptive), crank_nicolson or implicit_euler",
-    "trbdf2": "PETSc's DIRK adjoint is unproven, so pnode does not offer it; nearest: kencarp3 (L-stable "
-              "ESDIRK, adaptive) or crank_nicolson",
     "scipy_solver": "pnode integrates with PETSc instead of scipy; scipy's RK45 -> dopri5, RK23 -> bosh3, "
                     "DOP853 -> dopri8, Radau -> kencarp5, BDF/LSODA -> kencarp4 (or bdf, forward only)",
 }

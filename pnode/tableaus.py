@@ -1,10 +1,11 @@
-"""Explicit Runge-Kutta tableaus that PETSc lacks, registered with PETSc's ``TSRKRegister``.
+"""Runge-Kutta tableaus that PETSc lacks, registered with PETSc's ``TSRKRegister`` (explicit)
+and ``TSARKIMEXRegister`` (diagonally implicit).
 
 Each :class:`Tableau` is declared once here with its coefficients and source; at import
 pnode registers them all with PETSc (``TSRKRegister`` through ctypes: petsc4py does not
 wrap it), so they run in PETSc's own TSRK and get PETSc's discrete adjoint like the
 built-in tableaus, and they are reachable from the command line too
-(``-ts_type rk -ts_rk_type tsit5``). The method registry (:mod:`pnode.methods`) names
+(``-ts_type rk -ts_rk_type tsit5``, ``-ts_type arkimex -ts_arkimex_type sdirk2``). The method registry (:mod:`pnode.methods`) names
 them by their PETSc name.
 """
 import ctypes
@@ -156,6 +157,49 @@ RK4_38 = Tableau(
 TABLEAUS = {t.name: t for t in (TSIT5, DOPRI8, FEHLBERG2, ADAPTIVE_HEUN, HEUN3, RK4_38)}
 
 
+@dataclass(frozen=True)
+class DIRKTableau:
+    """A diagonally implicit Runge-Kutta tableau, run by PETSc's ARKIMEX (whose discrete
+    adjoint pnode's tests verify) as the implicit part of an IMEX pair whose explicit part
+    is never used: methods built on it refuse ``func_explicit``.
+
+    Attributes:
+        name: PETSc's name (``-ts_arkimex_type name``).
+        order: order of accuracy.
+        A: lower triangular stage matrix (row ``i`` has ``i + 1`` entries).
+        b: weights.
+        reference: source.
+    """
+
+    name: str
+    order: int
+    A: Tuple[tuple, ...]
+    b: tuple
+    reference: str
+
+    @property
+    def stages(self):
+        return len(self.b)
+
+    @property
+    def c(self):
+        return tuple(float(sum(row)) for row in self.A)
+
+    def dense_A(self):
+        s = self.stages
+        return [float(row[j]) if j < len(row) else 0.0 for row in self.A for j in range(s)]
+
+
+_G2 = 1 - 2 ** 0.5 / 2  # gamma of both L-stable 2nd-order methods below
+DIRK_TABLEAUS = {t.name: t for t in (
+    DIRKTableau("sdirk2", 2, ((_G2,), (1 - _G2, _G2)), (1 - _G2, _G2),
+                "Alexander's L-stable two-stage SDIRK (SIAM J. Numer. Anal. 14, 1977), torchdiffeq's sdirk2"),
+    DIRKTableau("trbdf2", 2, ((0.0,), (_G2, _G2), (2 ** 0.5 / 4, 2 ** 0.5 / 4, _G2)),
+                (2 ** 0.5 / 4, 2 ** 0.5 / 4, _G2),
+                "TR-BDF2 as an ESDIRK (Hosea & Shampine, Appl. Numer. Math. 20, 1996), torchdiffeq's trbdf2"),
+)}
+
+
 def libpetsc():
     """The PETSc shared library petsc4py runs on, loaded with ctypes (for the few
     functions petsc4py does not wrap)."""
@@ -187,4 +231,13 @@ def register_all():
                                ctypes.c_int(0), None)
         if err != 0:
             raise RuntimeError(f"TSRKRegister({tab.name!r}) failed with PETSc error {err}")
+    for tab in DIRK_TABLEAUS.values():
+        s = tab.stages
+        arr = lambda xs: (real * s)(*[float(x) for x in xs])  # noqa: E731
+        zeros = (real * (s * s))()  # the unused explicit part
+        err = lib.TSARKIMEXRegister(tab.name.encode(), ctypes.c_int(tab.order), ctypes.c_int(s),
+                                    (real * (s * s))(*tab.dense_A()), arr(tab.b), arr(tab.c), zeros, arr(tab.b),
+                                    arr(tab.c), None, None, ctypes.c_int(0), None, None)
+        if err != 0:
+            raise RuntimeError(f"TSARKIMEXRegister({tab.name!r}) failed with PETSc error {err}")
     _registered = True

@@ -92,7 +92,7 @@ def directional_check(make_solver, func, y0, t, eps=1e-5):
     return analytic, fd
 
 
-@pytest.mark.parametrize("tableau", ARKIMEX_TABLEAUS)
+@pytest.mark.parametrize("tableau", ARKIMEX_TABLEAUS + ["sdirk2", "trbdf2"])  # + pnode's DIRK tableaus
 def test_every_arkimex_tableau_matches_finite_differences(tableau):
     func = Stiffish(seed=4)
     y0 = torch.randn(2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))

@@ -10,7 +10,7 @@ import torch
 
 import pnode
 from pnode.methods import METHODS, UNSUPPORTED
-from pnode.tableaus import TABLEAUS
+from pnode.tableaus import DIRK_TABLEAUS, TABLEAUS
 
 GRADIENT_METHODS = sorted(m.name for m in METHODS.values() if m.adjoint and m.form != "imex" or
                           m.name.startswith("kencarp"))
@@ -185,6 +185,30 @@ def test_registered_tableau_has_its_order(name):
     ys = pnode.odeint(f, torch.tensor(1.0, dtype=torch.float64), torch.tensor([0.0, 1.0], dtype=torch.float64),
                       method=name, options={"step_size": h / 2})
     assert abs(float(ys[-1]) - float(plain(h / 2))) < 1e-13
+
+
+@pytest.mark.parametrize("name", sorted(DIRK_TABLEAUS))
+def test_dirk_tableau_matches_plain_scheme_and_order(name):
+    """sdirk2/trbdf2 (PETSc ARKIMEX with pnode's tableau) equal a plain DIRK on the linear
+    y' = lam y (each stage solved in closed form) to round-off, and converge at order 2."""
+    tab, lam = DIRK_TABLEAUS[name], -3.0
+
+    def plain(h, T=1.0):
+        y = 1.0
+        for _ in range(round(T / h)):
+            Y = []
+            for i, row in enumerate(tab.A):
+                Y.append((y + h * lam * sum(row[j] * Y[j] for j in range(i))) / (1 - h * lam * row[i]))
+            y = y + h * lam * sum(b * Yi for b, Yi in zip(tab.b, Y))
+        return y
+    ys = pnode.odeint(lambda t, y: lam * y, torch.tensor(1.0, dtype=torch.float64),
+                      torch.tensor([0.0, 1.0], dtype=torch.float64), method=name, options={"step_size": 0.05})
+    assert abs(float(ys[-1]) - plain(0.05)) < 1e-12
+    e1, e2 = abs(plain(0.1) - math.exp(lam)), abs(plain(0.05) - math.exp(lam))
+    assert math.log2(e1 / e2) > 1.8
+    with pytest.raises(ValueError, match="func_explicit"):
+        pnode.odeint(lambda t, y: lam * y, torch.ones(1, dtype=torch.float64), torch.tensor([0.0, 1.0]), method=name,
+                     options={"step_size": 0.1, "func_explicit": lambda t, y: y})
 
 
 def test_adaptive_tableaus_reach_their_tolerance():
