@@ -68,12 +68,16 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
     Args:
         func: ``nn.Module`` or callable ``func(t, y)``; ``t`` is a 0-d tensor.
         y0: Tensor of any shape or tuple of Tensors, float32 or float64.
-        t: strictly monotone 1-D tensor of output times (increasing or decreasing).
+        t: strictly monotone 1-D tensor of output times (increasing or decreasing); with
+            ``t.requires_grad`` the loss gradient with respect to every time is computed
+            (:func:`pnode.adjoint.time_gradient`).
         rtol, atol: adaptive step tolerances.
         method: integrator name (default ``dopri5``); see ``pnode.methods.METHODS``.
-        options: ``step_size``, ``first_step``, ``max_num_steps`` and, for implicit
-            methods, ``theta``, ``endpoint``, ``func_explicit``, ``mass``, ``jacobian``,
-            ``preconditioner`` (see :class:`pnode.ODESolver`).
+        options: torchdiffeq's ``step_size``, ``first_step``, ``max_num_steps``,
+            ``min_step``, ``max_step``, ``step_t``, ``jump_t``, ``perturb``,
+            ``grid_constructor``, ``norm`` (``"rms"``/``"max"``), ``dtype``, ``interp`` and,
+            for implicit methods, ``theta``, ``endpoint``, ``func_explicit``, ``mass``,
+            ``jacobian``, ``preconditioner`` (see :class:`pnode.ODESolver`).
         adjoint_params: tensors to differentiate (default: parameters of ``func``).
         checkpoint: :class:`pnode.Checkpoint` (default: store all).
         event_fn: ``event_fn(t, y) -> scalar``: solve from ``t[0]`` in the direction of

@@ -32,7 +32,12 @@ class ODESolver:
         method: integrator name (see :mod:`pnode.methods`; default ``dopri5``).
         rtol, atol: tolerances of adaptive step control (ignored for fixed steps).
         options: dict; ``step_size`` (fixed steps), ``first_step``, ``max_num_steps``,
-            and for implicit methods ``theta``, ``endpoint``, ``func_explicit`` (IMEX:
+            ``min_step``/``max_step`` (adaptive step limits), ``step_t`` (forced step
+            boundaries), ``jump_t`` (boundaries where ``func`` jumps; evaluations there
+            move to the step's side), ``perturb`` (every boundary evaluation moves inside
+            its step), ``grid_constructor`` (``fn(func, y0, t) -> grid``: the step
+            boundaries), ``norm`` (``"rms"`` or ``"max"`` error norm), ``dtype`` and
+            ``interp`` (accepted for torchdiffeq, no effect), and for implicit methods ``theta``, ``endpoint``, ``func_explicit`` (IMEX:
             the explicit part), ``mass`` (``M`` in ``M y' = f``), ``jacobian="dense"``
             (assemble ``shift*M - J`` for LU instead of matrix-free Newton-Krylov) and
             ``preconditioner`` (``prec(t, y, shift, r, transpose) -> z`` approximating
