@@ -6,7 +6,8 @@ through pnode.odeint: exact for the computed discrete solution.
 
 Every PETSc option works on the command line, for example:
 
-    python examples/spiral.py --iters 300 -ts_type rk -ts_rk_type 4 -ts_monitor
+    python examples/spiral.py --iters 300 -ts_type rk -ts_rk_type 5bs
+    python examples/stiff_robertson.py --iters 2 -ts_monitor     # one line per step
 
 Writes a PNG of the true and learned trajectories (``--out``).
 """

@@ -15,6 +15,7 @@ import warnings
 
 import torch
 
+from .errors import user_stacklevel
 from .bridge import vec_view
 
 FORWARD = ("callback_step", "callback_accept_step", "callback_reject_step")
@@ -45,7 +46,7 @@ class StepHooks:
             unused = [n for n in hooks if "accept" in n or "reject" in n]
             if unused:
                 warnings.warn(f"func defines {', '.join(unused)}, but fixed steps are never accepted or rejected: "
-                              "only callback_step(_adjoint) is called", stacklevel=5)
+                              "only callback_step(_adjoint) is called", stacklevel=user_stacklevel())
         return cls(hooks, layout, clock)
 
     @property

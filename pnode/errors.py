@@ -1,7 +1,8 @@
 """Exceptions raised by pnode, and the one place where PETSc failures become them."""
+import sys
+
 import torch
 from petsc4py import PETSc
-
 
 
 class SolverError(RuntimeError):
@@ -141,3 +142,12 @@ class PetscCall:
                     "give options['preconditioner'], or loosen -ksp_rtol/-snes_rtol")
         raise SolverError(f"PETSc {what} failed at t={time:.6g} after {steps} steps: {msg}{hint}",
                           reason=reason, time=time, steps=steps) from None
+
+
+def user_stacklevel():
+    """The ``stacklevel`` for ``warnings.warn`` called from the calling function that
+    points at the user's line: the first frame outside pnode and torch."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in ("pnode", "torch"):
+        frame, level = frame.f_back, level + 1
+    return level

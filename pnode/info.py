@@ -1,6 +1,9 @@
 """``pnode.info()``: versions and build facts, for bug reports."""
+import os
 import platform
 import sys
+
+from .petsc_c import loaded_library_path
 
 
 def info_dict():
@@ -30,26 +33,44 @@ def info_dict():
         "torch": torch.__version__ + (" (CUDA " + str(torch.version.cuda) + ")" if torch.version.cuda else " (CPU)"),
         "numpy": numpy.__version__,
         "petsc": f"{major}.{minor}.{sub}",
-        "petsc_dir": conf.get("PETSC_DIR", ""),
+        "petsc_lib": loaded_library_path() or "(unknown)",
+        "petsc_dir": _petsc_dir(conf),
         "petsc_arch": conf.get("PETSC_ARCH", ""),
         "petsc_configure": _configure_options(),
         "revolve": bool(PETSc.Sys.hasExternalPackage("revolve")),
         "cuda_petsc": bool(PETSc.Sys.hasExternalPackage("cuda")),
         "scalar_type": f"{numpy.dtype(PETSc.ScalarType).name}, {numpy.dtype(PETSc.IntType).name} indices",
-        "petsc4py": petsc4py.__version__,
+        "petsc4py": f"{petsc4py.__version__} ({os.path.dirname(petsc4py.__file__)})",
         "mpi": MPI.Get_library_version().strip().splitlines()[0],
         "mpi4py": mpi4py.__version__,
         **({"petsc_pkg_config": configure} if configure else {}),
     }
 
 
+def _petsc_dir(conf):
+    """Where the PETSc in use is installed: the PyPI ``petsc`` package's own location if
+    that is what runs, else petsc4py's record (a cached wheel's record may name the
+    environment that built it, so prefer the loaded library's directory)."""
+    lib = loaded_library_path()
+    try:
+        import petsc
+        here = petsc.get_petsc_dir()
+        if lib is None or os.path.realpath(lib).startswith(os.path.realpath(here)):
+            return here
+    except Exception:
+        pass
+    if lib is not None:
+        return os.path.dirname(os.path.dirname(lib))
+    return conf.get("PETSC_DIR", "")
+
+
 def _configure_options():
     try:
-        import os
         conf = __import__("petsc4py").get_config()
-        path = os.path.join(conf["PETSC_DIR"], conf.get("PETSC_ARCH", ""), "include", "petscconfiginfo.h")
+        root = _petsc_dir(conf)
+        path = os.path.join(root, conf.get("PETSC_ARCH", ""), "include", "petscconfiginfo.h")
         if not os.path.exists(path):
-            path = os.path.join(conf["PETSC_DIR"], "include", "petscconfiginfo.h")
+            path = os.path.join(root, "include", "petscconfiginfo.h")
         text = open(path).read()
         start = text.index('"') + 1
         return text[start:text.rindex('"')].strip()

@@ -209,6 +209,8 @@ class Integrator:
             except PETSc.Error as err:
                 raise ValueError(f"PETSc rejected an option value: {petsc_message(err)} (check petsc_options and "
                                  "the command line)") from None
+            steps.settle(ts)
+            self.source.warn_unused(ts.getType())
             if record and not has_adjoint(ts.getType()):
                 raise ValueError(
                     f"TS type {ts.getType()!r} has no discrete adjoint in PETSc, so no gradients: use one of "

@@ -6,9 +6,11 @@ made in code are *defaults*: :func:`option_defaults` inserts them under a solver
 only where the command line said nothing, and removes them again once the solver has read
 them, so they never leak into another solver.
 """
+import difflib
 import os
 import re
 import sys
+import warnings
 from contextlib import contextmanager
 
 from mpi4py import MPI  # noqa: F401  (loads libmpi before libpetsc needs it)
@@ -62,6 +64,10 @@ from petsc4py import PETSc  # noqa: E402
 from .tableaus import register_all  # noqa: E402
 
 register_all()  # pnode's extra RK tableaus, for every TS of this process
+
+from .petsc_print import install as _route_printing  # noqa: E402
+
+_route_printing()  # PETSc's output through sys.stdout / sys.stderr
 
 
 def option_name(prefix, key):
@@ -160,3 +166,43 @@ class OptionSource:
         plain = {k: v for k, v in merged.items() if _unprefixed(k)}
         with option_defaults(self.prefix, prefixed), option_defaults(None, plain):
             yield
+
+    def warn_unused(self, ts_type):
+        """Warn (once per key) about ``petsc_options`` PETSc did not read while setting up
+        this solve: a misspelt key (``ts_monitr``) or one the TS type does not use (Newton
+        options for an explicit method). Call right after ``setFromOptions``, inside
+        :meth:`applied`: options read later would come too late anyway."""
+        db = PETSc.Options()
+        reported = self.__dict__.setdefault("_reported", set())
+        present = db.getAll()  # (hasName would itself mark an option as used)
+        names = {k: option_name(self._prefix_of(k), k).lstrip("-") for k in self.petsc_options}
+        unused = [k for k, name in names.items()
+                  if k.startswith(_CHECKED) and k not in reported and name in present and not db.used(name)]
+        for key in unused:
+            reported.add(key)
+            close = difflib.get_close_matches(key, _KNOWN, n=1, cutoff=0.75)
+            hint = f" (did you mean {close[0]!r}?)" if close and close[0] != key else ""
+            warnings.warn(f"petsc_options[{key!r}] was not read by PETSc{hint}: misspelt, or not used by TS type "
+                          f"{ts_type!r}", stacklevel=_user_stacklevel())
+
+
+
+def _user_stacklevel():
+    from .errors import user_stacklevel
+    return user_stacklevel() - 1  # counted from this helper, one frame below the warning
+
+
+# Keys whose use pnode can check right after TSSetFromOptions (log_*, options_*, ... are
+# read elsewhere or at exit), and a list of common ones to suggest for a misspelling.
+_CHECKED = ("ts_", "snes_", "ksp_", "pc_")
+_KNOWN = (
+    "ts_type", "ts_rk_type", "ts_arkimex_type", "ts_theta_theta", "ts_theta_endpoint", "ts_monitor", "ts_view",
+    "ts_adapt_type", "ts_adapt_dt_min", "ts_adapt_dt_max", "ts_adapt_monitor", "ts_adapt_wnormtype",
+    "ts_adapt_clip", "ts_adapt_safety", "ts_max_steps", "ts_max_reject", "ts_time_step", "ts_rtol", "ts_atol",
+    "ts_max_snes_failures", "ts_trajectory_type", "ts_trajectory_max_cps_ram", "ts_trajectory_max_cps_disk",
+    "ts_trajectory_solution_only", "ts_bdf_order", "ts_event_tol", "snes_monitor", "snes_converged_reason",
+    "snes_max_it", "snes_rtol", "snes_atol", "snes_stol", "snes_type", "snes_linesearch_type",
+    "snes_lag_jacobian", "snes_lag_preconditioner", "snes_view", "ksp_type", "ksp_monitor",
+    "ksp_converged_reason", "ksp_rtol", "ksp_atol", "ksp_max_it", "ksp_gmres_restart", "ksp_view", "pc_type",
+    "pc_factor_mat_solver_type",
+)

@@ -7,8 +7,13 @@ Precedence follows :class:`~pnode.petsc_options.OptionSource`: ``-ts_adapt_type`
 estimator).
 """
 import math
+import warnings
 
+from .errors import user_stacklevel
+from .petsc_c import rk_has_embedded, set_adapt_type
 from .validate import DEFAULT_MAX_STEPS
+
+_WARNED = set()  # tableaus already reported as fixed-step
 
 
 class StepControl:
@@ -37,6 +42,8 @@ class StepControl:
         for key in ("ts_rtol", "ts_atol"):  # PETSc accepts negative tolerances silently
             _positive(source, key)
         self.max_steps = options.get("max_num_steps", DEFAULT_MAX_STEPS)
+        self._adapt_given = source.get("ts_adapt_type") is not None
+        self._no_estimator = False  # the tableau the command line chose cannot adapt
         self.grid_dt = self._dt_option if self._dt_option is not None else options.get("step_size")
         self._out = None
         self._step = None
@@ -71,7 +78,7 @@ class StepControl:
             dt = self.options["step_size"]
         elif "first_step" in self.options:
             dt = self.options["first_step"]
-        elif not self.method.adaptive:
+        elif not self.method.adaptive or self._no_estimator:
             dt = s[-1] - s[0]  # one step per output interval, as torchdiffeq does
         else:
             dt = initial_step(s, y0, rhs, rms, self.rtol, self.atol, self.method.order)
@@ -81,6 +88,21 @@ class StepControl:
             self._check_count(s, dt)
         self._step = dt if self.fixed else None
         return dt
+
+    def settle(self, ts):
+        """After PETSc read its options: a tableau picked on the command line
+        (``-ts_rk_type 4``) may have no error estimator, so adaptive steps would fail at
+        the first step; take fixed steps instead and say so once per tableau."""
+        if self.fixed or self._adapt_given or ts.getType() != "rk" or rk_has_embedded(ts):
+            return
+        set_adapt_type(ts, "none")
+        self.adapt_type, self.fixed, self._no_estimator = "none", True, True
+        name = ts.getRKType()
+        if name not in _WARNED:
+            _WARNED.add(name)
+            warnings.warn(f"RK tableau {name!r} has no error estimator, so pnode takes fixed steps: one per output "
+                          "interval, or -ts_time_step / options['step_size'] (pass -ts_adapt_type none to say so "
+                          "yourself)", stacklevel=user_stacklevel())
 
     def _check_count(self, s, dt):
         """Refuse fixed steps that could never finish: more than ``max_num_steps`` of

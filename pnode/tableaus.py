@@ -9,13 +9,11 @@ built-in tableaus, and they are reachable from the command line too
 them by their PETSc name.
 """
 import ctypes
-import glob
-import os
 from dataclasses import dataclass
 from fractions import Fraction as F
 from typing import Optional, Tuple
 
-import petsc4py
+from .petsc_c import libpetsc
 
 
 @dataclass(frozen=True)
@@ -200,18 +198,6 @@ DIRK_TABLEAUS = {t.name: t for t in (
 )}
 
 
-def libpetsc():
-    """The PETSc shared library petsc4py runs on, loaded with ctypes (for the few
-    functions petsc4py does not wrap)."""
-    conf = petsc4py.get_config()
-    for sub in (os.path.join(conf["PETSC_DIR"], conf.get("PETSC_ARCH") or "", "lib"),
-                os.path.join(conf["PETSC_DIR"], "lib")):
-        # the real library, not a small stand-in a wheel may carry
-        for path in sorted(glob.glob(os.path.join(sub, "libpetsc.so*")), key=os.path.getsize, reverse=True):
-            return ctypes.CDLL(path)
-    raise RuntimeError(f"libpetsc not found under {conf['PETSC_DIR']}")
-
-
 _registered = False
 
 
@@ -241,3 +227,4 @@ def register_all():
         if err != 0:
             raise RuntimeError(f"TSARKIMEXRegister({tab.name!r}) failed with PETSc error {err}")
     _registered = True
+

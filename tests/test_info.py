@@ -22,3 +22,20 @@ def test_warning_free_import():
     out = run_python("-W", "error", "-c", "import pnode", timeout=120)
     assert out.returncode == 0, out.stderr
     assert "WARNING" not in out.stdout + out.stderr
+
+
+def test_info_reports_the_paths_in_use():
+    """The library, PETSc directory and petsc4py reported are those this interpreter loaded
+    (a cached wheel's recorded build paths may name another environment)."""
+    import os
+    import sys
+
+    import petsc4py
+
+    from pnode.info import info_dict
+    d = info_dict()
+    prefix = os.path.realpath(sys.prefix)
+    lib = d["petsc_lib"]
+    assert os.path.exists(lib) and os.path.realpath(lib).startswith(prefix), (lib, prefix)
+    assert os.path.realpath(lib).startswith(os.path.realpath(d["petsc_dir"]))
+    assert os.path.dirname(petsc4py.__file__) in d["petsc4py"]

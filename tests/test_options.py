@@ -1,6 +1,9 @@
 """PETSc options: the petsc_options dict (applied, not leaked), solver prefixes, the
 command line over code, and the report of unused options."""
 import textwrap
+import warnings
+
+import pytest
 
 import torch
 from petsc4py import PETSc
@@ -83,3 +86,54 @@ def test_foreign_flags_do_not_reach_petsc(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-1] == "3"
     assert "were not used" not in out.stdout + out.stderr
+
+
+def test_notebook_style_run_shows_petsc_output_in_sys_stdout(tmp_path):
+    """As in a Jupyter kernel: argv carries ``-f kernel.json`` and sys.stdout is a Python
+    object. PETSc's ``ts_monitor`` lines land in that object, in order with print(), and
+    nothing is reported at exit."""
+    script = tmp_path / "cell.py"
+    script.write_text(
+        "import io, sys\n"
+        "buf = io.StringIO(); real = sys.stdout; sys.stdout = buf\n"
+        "import torch, pnode\n"
+        "print('before')\n"
+        "pnode.odeint(lambda t, y: -y, torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 1.0]),\n"
+        "             method='rk4', options={'step_size': 0.25}, petsc_options={'ts_monitor': None})\n"
+        "print('after')\n"
+        "sys.stdout = real\n"
+        "print(repr(buf.getvalue()))\n")
+    out = run_python(script, "-f", "kernel.json", timeout=120)
+    assert out.returncode == 0, out.stderr
+    captured = eval(out.stdout.strip().splitlines()[-1])
+    lines = captured.splitlines()
+    assert lines[0] == "before" and lines[-1] == "after", captured
+    assert sum("TS dt 0.25" in x for x in lines) == 5, captured
+    assert "WARNING" not in out.stdout + out.stderr and "PETSC" not in out.stderr
+
+
+def test_misspelt_petsc_option_warns_with_a_suggestion():
+    with pytest.warns(UserWarning, match=r"'ts_monitr'.*did you mean 'ts_monitor'"):
+        pnode.odeint(lambda t, y: -y, torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 1.0]),
+                     petsc_options={"ts_monitr": None})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # options PETSc reads are not reported
+        pnode.odeint(lambda t, y: -y, torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 1.0]),
+                     petsc_options={"ts_adapt_dt_max": 0.5, "ts_max_reject": 20})
+
+
+def test_tableau_without_estimator_takes_fixed_steps(tmp_path):
+    """-ts_rk_type 4 on an adaptive method: fixed steps (one per output interval), said once."""
+    script = tmp_path / "rk4.py"
+    script.write_text(
+        "import warnings, torch, pnode\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    s = pnode.ODESolver(lambda t, y: -y)\n"
+        "    for _ in range(2):\n"
+        "        ys = s(torch.ones(1, dtype=torch.float64), torch.linspace(0, 1, 5, dtype=torch.float64))\n"
+        "print(len([x for x in w if 'no error estimator' in str(x.message)]), s.stats['steps'], float(ys[-1]))\n")
+    out = run_python(script, "-ts_rk_type", "4", timeout=120)
+    assert out.returncode == 0, out.stderr
+    n_warn, steps, y1 = out.stdout.split()
+    assert n_warn == "1" and steps == "4" and abs(float(y1) - 0.36787944) < 1e-4

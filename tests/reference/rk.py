@@ -7,28 +7,16 @@ through a separate, plain implementation of the very same scheme. ``rk4`` is the
 fixed-step RK4 written out, for tuple states.
 """
 import ctypes
-import os
 
 import torch
 from petsc4py import PETSc
 
-
-def _libpetsc():
-    import glob
-
-    import petsc4py
-    conf = petsc4py.get_config()
-    for sub in (os.path.join(conf["PETSC_DIR"], conf.get("PETSC_ARCH", ""), "lib"),
-                os.path.join(conf["PETSC_DIR"], "lib")):
-        # the real library, not the wheel's small libpetsc.so stand-in
-        for path in sorted(glob.glob(os.path.join(sub, "libpetsc.so*")), key=os.path.getsize, reverse=True):
-            return ctypes.CDLL(path)
-    raise RuntimeError("libpetsc not found")
+from pnode.petsc_c import libpetsc  # only the library handle; the arithmetic below is plain torch
 
 
 def rk_tableau(rk_type):
     """(A, b, c) of PETSc's RK tableau ``rk_type`` as float64 tensors."""
-    lib = _libpetsc()
+    lib = libpetsc()
     ts = PETSc.TS().create(comm=PETSc.COMM_SELF)
     try:
         ts.setType("rk")
