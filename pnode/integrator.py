@@ -27,7 +27,7 @@ from .parallel import Reducer, Sizes
 from .stats import Stats
 from .stepping import StepControl, global_rms
 from .timegrid import Nudge
-from .callbacks import StepHooks
+from .callbacks import Progress, StepHooks
 from .workspace import Workspace
 
 
@@ -78,6 +78,7 @@ class Integrator:
     def __init__(self, func, method, options, checkpoint, source, comm, rtol, atol):
         self.func, self.method, self.options, self.checkpoint = func, method, options, checkpoint
         self.source, self.comm, self.rtol, self.atol = source, comm, rtol, atol
+        self.progress, self.callback = False, None  # set by ODESolver (progress bar, per-step callback)
         self.reducer = Reducer(comm)
         self.trap = CallbackTrap(collective=comm.getSize() > 1)
         self.stats = Stats()
@@ -125,7 +126,8 @@ class Integrator:
         rec.workspace = ws
         rec.call = PetscCall(self.trap, self.reducer, lambda: (clock.user(ws.ts.getTime()), ws.ts.getStepNumber()))
         steps = StepControl(self.method, self.options, self.source, self.rtol, self.atol, open_end=event is not None)
-        rec.hooks = StepHooks.of(self.func, not steps.fixed, layout, clock)
+        progress = (Progress(s[-1] - s[0], enabled=self.reducer.root) if self.progress and event is None else None)
+        rec.hooks = StepHooks.of(self.func, not steps.fixed, layout, clock, progress, self.callback, self.stats)
         nudge = (Nudge(ws.ts, clock) if self.options.get("perturb")
                  else Nudge(ws.ts, clock, jumps) if jumps else None)
         for d in (dyn, dyn_ex):
@@ -145,6 +147,8 @@ class Integrator:
             rec.call("forward solve", lambda: ws.ts.solve(ws.u))
         finally:
             self._active = None
+            if progress is not None:
+                progress.close()
         ws.wiring.forget()
         self.step_times = torch.tensor([clock.user(x) for x in rec.step_times], dtype=torch.float64)
         self.stats.forward_done(ws.ts)

@@ -62,7 +62,8 @@ def clear_cache():
 
 
 def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, event_fn=None,
-           adjoint_params=None, checkpoint=None, petsc_options=None, comm=None, **kwargs):
+           adjoint_params=None, checkpoint=None, petsc_options=None, comm=None, progress=False, callback=None,
+           **kwargs):
     """Solve ``dy/dt = func(t, y)`` from ``y0`` at ``t[0]``; return ``y`` at every ``t``.
 
     Args:
@@ -84,6 +85,8 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
             ``t[1]`` until it crosses zero and return ``(event_t, ys)`` with ``ys`` the
             states at ``t[0]`` and the event (see :mod:`pnode.events`).
         petsc_options: PETSc options used as defaults for this solve.
+        progress, callback: a tqdm bar over ``t``, and ``callback(t, y, stats)`` after
+            every accepted step (see :class:`pnode.ODESolver`).
         comm: MPI communicator for a data-parallel solve (each rank passes its shard of
             the batch; see :mod:`pnode.parallel`). Default: this process alone.
 
@@ -100,7 +103,7 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
         raise TypeError(f"odeint() got unexpected keyword arguments {sorted(kwargs)}")
     settings = dict(rtol=rtol, atol=atol, method=method, options=options,
                     adjoint_params=adjoint_params, checkpoint=checkpoint,
-                    petsc_options=petsc_options, comm=comm)
+                    petsc_options=petsc_options, comm=comm, progress=progress, callback=callback)
     solver = _solver_for(func, settings)
     if event_fn is not None:
         return solver.until_event(y0, t, event_fn)

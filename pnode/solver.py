@@ -50,6 +50,10 @@ class ODESolver:
         adjoint_params: tensors to differentiate with respect to (default: the
             parameters of ``func`` and ``options["func_explicit"]``; for a plain
             function or lambda, those of the modules it refers to).
+        progress: show a tqdm bar over ``t`` during each forward solve (rank 0 only).
+        callback: ``callback(t, y, stats)`` after every accepted forward step: ``t`` a
+            float (user time), ``y`` the state (a copy, the user's layout), ``stats`` a
+            dict of the counters so far. For logging; it must not change ``y``.
 
     Attributes:
         stats: dict of counters from the last forward (and backward) pass: ``steps``,
@@ -64,7 +68,7 @@ class ODESolver:
 
     def __init__(self, func, *, method=None, rtol=1e-7, atol=1e-9, options=None,
                  checkpoint=None, petsc_options=None, prefix=None, comm=None,
-                 adjoint_params=None):
+                 adjoint_params=None, progress=False, callback=None):
         if not callable(func):
             raise TypeError("func must be callable: func(t, y) -> dy/dt")
         self.func = func
@@ -82,6 +86,11 @@ class ODESolver:
         self._integrator = Integrator(func, self.method, self.options, self.checkpoint,
                                       OptionSource(prefix, self.petsc_options), self.comm,
                                       self.rtol, self.atol)
+        if not isinstance(progress, bool):
+            raise TypeError(f"progress must be True or False, got {progress!r}")
+        if callback is not None and not callable(callback):
+            raise TypeError("callback must be callable: callback(t, y, stats)")
+        self._integrator.progress, self._integrator.callback = progress, callback
         _LIVE.add(self)
 
     def __call__(self, y0, t, *, recompute_forward=False):

@@ -1,6 +1,7 @@
 """ODESolver behaviour: no-grad forwards, stats and step_times, and output-time handling
 (changing their number, a short first interval with fixed steps, times PETSc reaches only
 to within its tolerance)."""
+import pytest
 import torch
 from torch import nn
 
@@ -60,3 +61,20 @@ def test_output_times_reached_within_petsc_tolerance():
         ys = s(y0, t)
         ys.sum().backward()
         assert ys.shape == (10, 1, 2) and s.stats["adjoint_steps"] == s.stats["steps"]
+
+
+def test_progress_bar_and_step_callback(capsys):
+    """progress=True draws a tqdm bar over t (on stderr); callback(t, y, stats) sees every
+    accepted step in order, with a copy of the state and the counters so far."""
+    seen = []
+    solver = pnode.ODESolver(decay, method="rk4", options={"step_size": 0.1}, progress=True,
+                             callback=lambda t, y, stats: seen.append((t, y, stats["rhs_evals"])))
+    ys = solver(torch.ones(3, dtype=torch.float64), torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64))
+    assert [round(t, 12) for t, _, _ in seen] == [round(0.1 * k, 12) for k in range(1, 11)]
+    assert torch.allclose(seen[4][1], ys[1]) and seen[-1][1].shape == (3,)
+    assert seen[0][2] < seen[-1][2]
+    assert "pnode" in capsys.readouterr().err
+    with pytest.raises(TypeError, match="callback"):
+        pnode.ODESolver(decay, callback=3)
+    with pytest.raises(TypeError, match="progress"):
+        pnode.ODESolver(decay, progress="yes")
