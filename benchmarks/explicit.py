@@ -576,7 +576,7 @@ def summary_lines(results, stiff):
         return f"{res[m]['median_s'] / res[other]['median_s']:.2f}"
 
     fixed = [c for c in ("rk4-10", "rk4-100", "rk4-1000", "dopri5") if c in results]
-    out = ["## Summary", "",
+    out = ["![time and memory per training iteration](img/explicit.png)", "", "## Summary", "",
            "- pnode / recompute floor (CPU time): " + ", ".join(f"{c} {ratio(c, 'pnode', 'floor')}" for c in fixed)
            + f"; tiny problem {ratio('tiny-rk4-100', 'pnode', 'floor')} (RK4) and "
            f"{ratio('tiny-dopri5', 'pnode', 'floor')} (dopri5).",

@@ -537,7 +537,7 @@ def main():
              "just before the solve; output err = max |y - y_ref| / max |y_ref| over the loss outputs "
              "(Robertson: of y1, 1e4 y2, y3); gradient err = max |g - g_ref| / max |g_ref|. Wall times on a "
              "shared machine vary; CPU time is the steadier measure.")
-    md = ["# Stiff problems: dopri5 vs implicit and IMEX methods", "", header, "", notes, "", "## Summary", "",
+    md = ["# Stiff problems: dopri5 vs implicit and IMEX methods", "", header, "", notes, "", "![steps and time, dopri5 vs implicit](img/stiff.png)", "", "## Summary", "",
           *summary, "",
           "## Robertson's chemical kinetics (3 unknowns, gradient w.r.t. log k)", "", table(rob, ref_of, "robertson"),
           "", "## Stiff neural ODE (d = 8, batch 32: 256 unknowns, eigenvalues of A down to -1e4)", "",

@@ -43,6 +43,7 @@ napoleon_numpy_docstring = False
 napoleon_use_rtype = False
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+autodoc_preserve_defaults = True  # show `comm=MPI.COMM_WORLD`, not the object's repr
 
 html_theme = "alabaster"
 html_title = f"pnode {release}"

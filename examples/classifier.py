@@ -344,7 +344,30 @@ def compare(args, petsc_args):
     print("\nPeak memory above baseline: largest anonymous RSS during training minus its value after "
           "the data and model were built (each configuration in its own process); max RSS: the "
           "process's ru_maxrss (includes the interpreter, torch and PETSc). Time ratio from CPU time.")
+    if args.out:
+        plot_compare(rows, args.out)
     return rows
+
+
+def plot_compare(rows, path):
+    """Bars of CPU time per epoch and peak memory for each gradient configuration."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    labels = [r["label"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, key, title in ((axes[0], "epoch_cpu_s", "CPU s per epoch"),
+                           (axes[1], "peak_above_base_mb", "peak memory above baseline (MB)")):
+        ax.barh(labels, [r[key] for r in rows], color="tab:blue")
+        ax.set_title(title)
+        ax.invert_yaxis()
+    axes[1].set_yticklabels([])
+    fig.suptitle("same gradients, different memory/time trade-offs (test accuracy "
+                 + ", ".join(f"{r['test_acc']:.3f}" for r in rows) + ")", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print(f"wrote {path}")
 
 
 # ---------------------------------------------------------------------------- main

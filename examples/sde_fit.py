@@ -79,9 +79,13 @@ def path_loss(model, data):
     return wasserstein2(model, data) + wasserstein2(model.diff(dim=0), data.diff(dim=0))
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the epilog's layout and shows every default."""
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                formatter_class=_Formatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--steps", type=int, default=400, help="training iterations (default 400)")
     p.add_argument("--batch", type=int, default=256,

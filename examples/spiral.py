@@ -52,7 +52,8 @@ def get_batch(true_y, t, batch_size, batch_time, gen):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="Unrecognised -options are passed to PETSc.")
+                                epilog="Unrecognised -options are passed to PETSc.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--iters", type=int, default=1500, help="training iterations (about 30 s on 2 cores)")
     p.add_argument("--data-size", type=int, default=1000, help="points on the true trajectory")
     p.add_argument("--batch-time", type=int, default=10)

@@ -97,7 +97,8 @@ def make_solver(pnode, method, stiff, mlp, rtol, atol):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="Unrecognised -options are passed to PETSc.")
+                                epilog="Unrecognised -options are passed to PETSc.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--iters", type=int, default=8, help="Adam iterations per method")
     p.add_argument("--dim", type=int, default=8, help="state dimension d")
     p.add_argument("--hidden", type=int, default=32, help="MLP width")

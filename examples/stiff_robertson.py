@@ -60,7 +60,8 @@ class Robertson(nn.Module):
 def parse_args(argv=None):
     """This script's options; the rest (``-ts_monitor`` ...) are returned for PETSc."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="Unrecognised -options are passed to PETSc.")
+                                epilog="Unrecognised -options are passed to PETSc.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--iters", type=int, default=60, help="maximum optimiser iterations")
     p.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs",
                    help="L-BFGS (default; a few dozen iterations) or Adam (slower, lr --lr)")

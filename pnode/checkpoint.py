@@ -27,7 +27,7 @@ from typing import Optional, Union
 
 from .replay import OnlineCheckpoints, Replay, fits_fixed_grid
 
-STRATEGIES = ("all", "solution", "binomial")
+STRATEGIES = ("all", "solution", "binomial", "graphs")
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -61,10 +61,15 @@ class Checkpoint:
     Args:
         strategy: ``"all"`` (default: every step's state and stages, no recomputation),
             ``"solution"`` (one state per step; each step is recomputed once in the
-            backward pass to get its stages), or ``"binomial"`` (revolve: at most
-            ``max_ram`` checkpoints, the fewest recomputations possible for that budget).
+            backward pass to get its stages), ``"binomial"`` (revolve: at most
+            ``max_ram`` checkpoints, the fewest recomputations possible for that budget),
+            or ``"graphs"`` (as ``"all"``, and the forward also keeps the autograd graph
+            of every right-hand-side evaluation, up to ``max_memory`` bytes if given, so
+            the adjoint backpropagates through them instead of re-evaluating ``func``:
+            backprop's speed at its memory; explicit methods; see :mod:`pnode.graphs`).
         max_ram: number of checkpoints held in RAM (binomial only; >= 1).
-        max_memory: byte budget instead of ``max_ram`` (int bytes or "200MB"/"200MiB").
+        max_memory: byte budget instead of ``max_ram`` (int bytes or "200MB"/"200MiB");
+            for ``"graphs"``, the budget of the stored graphs (default: no limit).
             ``K = floor(max_memory / bytes_per_checkpoint)`` where a checkpoint holds the
             state and the method's stages: ``(stages + 1) * n * 8`` bytes for ``n``
             unknowns (PETSc stores doubles).
@@ -82,6 +87,13 @@ class Checkpoint:
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise ValueError(f"Checkpoint strategy {self.strategy!r} is unknown; valid: {', '.join(STRATEGIES)}")
+        if self.strategy == "graphs":
+            for name in ("max_ram", "max_disk", "disk_dir"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"Checkpoint {name} does not apply to strategy='graphs' (max_memory does)")
+            if self.max_memory is not None:
+                parse_bytes(self.max_memory)
+            return
         if self.strategy != "binomial":
             for name in ("max_ram", "max_memory", "max_disk", "disk_dir"):
                 if getattr(self, name) is not None:
@@ -97,6 +109,11 @@ class Checkpoint:
             parse_bytes(self.max_memory)
         if self.disk_dir is not None and self.max_disk is None:
             raise ValueError("Checkpoint disk_dir needs max_disk")
+
+    @property
+    def graph_budget(self):
+        """Bytes for stored graphs (None: unlimited) when the strategy is ``"graphs"``."""
+        return parse_bytes(self.max_memory) if self.max_memory is not None else None
 
     def ram_slots(self, n, stages):
         """Checkpoints allowed in RAM for a state of ``n`` doubles and ``stages`` stages."""
@@ -220,7 +237,7 @@ class TrajectoryPlan(NoRecord):
 
     def account(self, stats, steps, n):
         ck = self.checkpoint
-        if ck.strategy == "all":
+        if ck.strategy in ("all", "graphs"):
             held, per = steps + 1, (self.stages + 1)
         elif ck.strategy == "solution":
             held, per = steps + 1, 1

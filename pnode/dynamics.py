@@ -39,6 +39,7 @@ class Dynamics:
         self.double_backward = True  # JVPs by double backward until the field refuses
         self.batched_backward = True  # several VJPs in one backward until the field refuses
         self.nudge = None  # a pnode.timegrid.Nudge when evaluations at step boundaries move inside
+        self.store = None  # a pnode.graphs.GraphStore when the forward keeps its stage graphs
 
     def time(self, s):
         """The user time ``func`` sees at solver time ``s`` (0-d tensor, model dtype)."""
@@ -86,6 +87,10 @@ class Dynamics:
     def rhs(self, s, u64):
         """``f(s, u)`` without a graph; ``u64`` a PETSc-side flat tensor; returns float64."""
         self.stats["rhs_evals"] += 1
+        if self.store is not None and self.store.recording and self.store.wanted(s):  # keep it for the adjoint
+            lin = Linearization(self, s, u64.clone(), self.time(s))
+            self.store.record(lin, self.params)
+            return lin.output().detach().to(PETSC_DTYPE)
         with torch.no_grad():
             return self(s, self.layout.to_model(u64)).to(PETSC_DTYPE)
 
@@ -95,7 +100,9 @@ class Dynamics:
         for lin in reversed(self._recent):
             if lin.s == s and bool(lin.t == t) and torch.equal(lin.u64, u64):
                 return lin
-        lin = Linearization(self, s, u64.clone(), t)
+        lin = self.store.take(s, u64, t, self.nudge is not None) if self.store is not None else None
+        if lin is None:
+            lin = Linearization(self, s, u64.clone(), t)
         self._recent = self._recent[-1:] + [lin]  # two points: CN linearises at t_n and t_n+1
         return lin
 
@@ -144,7 +151,7 @@ class Linearization:
     def _jvp_by_double_backward(self, v):
         if self._dual is None:
             if self._graph is None:
-                self._build()
+                self.build()
             u, out = self._graph
             w = torch.zeros_like(out, requires_grad=True)
             with torch.enable_grad():
@@ -162,7 +169,7 @@ class Linearization:
         pass (a loop for fields whose backward cannot be batched)."""
         dyn = self.dyn
         if self._graph is None:
-            self._build()
+            self.build()
         u, out = self._graph
         dyn.stats["vjp_evals"] += V64.shape[0]
         if not out.requires_grad:
@@ -177,17 +184,24 @@ class Linearization:
                 dyn.batched_backward = False
         return torch.stack([self.vjp(v) for v in V64])
 
-    def _build(self):
+    def build(self):
+        """Evaluate ``func`` at this point with a graph (kept for the products)."""
         dyn = self.dyn
         u = dyn.layout.to_model(self.u64).detach().requires_grad_(True)
         with torch.enable_grad():
             out = dyn.evaluate(self.t, u)
         self._graph = (u, out)
 
+    def output(self):
+        """``func`` at this point (from its graph, built if needed)."""
+        if self._graph is None:
+            self.build()
+        return self._graph[1]
+
     def _grad(self, v64, wrt):
         dyn = self.dyn
         if self._graph is None:
-            self._build()
+            self.build()
         u, out = self._graph
         dyn.stats["vjp_evals"] += 1
         v = dyn.layout.to_model(v64)
@@ -201,14 +215,14 @@ class Linearization:
         u = self._graph[0] if self._graph is not None else None
         if dyn.joint_vjp and dyn.params:
             if u is None:
-                self._build()
+                self.build()
                 u = self._graph[0]
             grads = self._grad(v64, [u] + dyn.params)
             self._joint = (v64.clone(), flat_params(grads[1:], dyn.params))
             gu = grads[0]
         else:
             if u is None:
-                self._build()
+                self.build()
                 u = self._graph[0]
             (gu,) = self._grad(v64, [u])
         if gu is None:

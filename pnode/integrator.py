@@ -26,6 +26,7 @@ from .outputs import collect
 from .parallel import Reducer, Sizes
 from .stats import Stats
 from .stepping import StepControl, global_rms
+from .graphs import GraphStore
 from .timegrid import Nudge
 from .callbacks import Progress, StepHooks
 from .workspace import Workspace
@@ -87,6 +88,7 @@ class Integrator:
         self._plan = None
         self._run = 0
         self._active = None  # (Record, StepControl) while PETSc runs a forward solve
+        self.graphs = GraphStore(checkpoint.graph_budget) if checkpoint.strategy == "graphs" else None
 
     # ------------------------------------------------------------------ forward
     def forward(self, layout, y0_flat, times, params, record, jumps=frozenset(), event=None):
@@ -130,9 +132,10 @@ class Integrator:
         rec.hooks = StepHooks.of(self.func, not steps.fixed, layout, clock, progress, self.callback, self.stats)
         nudge = (Nudge(ws.ts, clock) if self.options.get("perturb")
                  else Nudge(ws.ts, clock, jumps) if jumps else None)
+        store = self.graphs if record and ws.wiring.form == "rhs" else None
         for d in (dyn, dyn_ex):
             if d is not None:
-                d.nudge = nudge
+                d.nudge, d.store = nudge, store
         rec.plan = self._plan = _ckpt.plan(self.checkpoint, record, steps, s, self.source, ws.sizes.N,
                                            ws.sizes.n, self.method.stages, y0)
         self._configure(ws, s, steps, rec.plan, ts_type, layout.dtype, record)
@@ -143,15 +146,21 @@ class Integrator:
         if event is not None:
             self._watch(ws.ts, event, steps)
         self._active = (rec, steps)
+        if store is not None:
+            store.begin(ws.ts, s[-1], self.method.stages)
         try:
             rec.call("forward solve", lambda: ws.ts.solve(ws.u))
         finally:
             self._active = None
+            if store is not None:
+                store.end(rec.step_times[:-1])
             if progress is not None:
                 progress.close()
         ws.wiring.forget()
         self.step_times = torch.tensor([clock.user(x) for x in rec.step_times], dtype=torch.float64)
         self.stats.forward_done(ws.ts)
+        if store is not None:
+            self.stats.graphs(store.kept_steps, store.peak_bytes)
         if event is not None:  # the TS keeps its event handler: build a fresh one next time
             found = self._event_found(ws.ts, clock, steps)
             self.discard()
@@ -290,6 +299,8 @@ class Integrator:
             raise
         finally:
             rec.plan.release()
+            if self.graphs is not None:
+                self.graphs.clear()
 
     # ------------------------------------------------------------------ cleanup
     def release(self):

@@ -2,7 +2,7 @@
 
 KEYS = ("steps", "rejected_steps", "rhs_evals", "jvp_evals", "vjp_evals",
         "newton_iterations", "linear_iterations", "adjoint_linear_iterations", "adjoint_steps",
-        "recomputed_steps", "checkpoints", "checkpoint_bytes")
+        "recomputed_steps", "checkpoints", "checkpoint_bytes", "graph_steps", "graph_bytes")
 
 
 class Stats(dict):
@@ -12,7 +12,9 @@ class Stats(dict):
     (bumped by :mod:`pnode.dynamics` per evaluation), ``newton_iterations``,
     ``linear_iterations`` (forward), ``adjoint_linear_iterations`` (the adjoint's
     transposed solves), ``adjoint_steps``, ``recomputed_steps``, ``checkpoints``
-    (most states held at once) and ``checkpoint_bytes``. The writers below are the only
+    (most states held at once), ``checkpoint_bytes``, ``graph_steps`` and ``graph_bytes``
+    (``Checkpoint("graphs")``: steps whose stage graphs were kept, and the most bytes the
+    kept graphs' saved tensors held at once). The writers below are the only
     other places that change them.
     """
 
@@ -42,3 +44,8 @@ class Stats(dict):
     def recomputed(self, steps):
         """``steps`` more forward steps were re-taken for the adjoint."""
         self["recomputed_steps"] += steps
+
+    def graphs(self, steps, nbytes):
+        """Stored stage graphs: steps covered when the forward ended, peak bytes."""
+        self["graph_steps"] = steps
+        self["graph_bytes"] = nbytes

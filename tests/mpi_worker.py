@@ -24,6 +24,9 @@ CASES = {
     "crank_nicolson": dict(method="crank_nicolson", options={"step_size": 0.1}),
     "dopri5-binomial": dict(method="dopri5", rtol=1e-7, atol=1e-9,
                             checkpoint=pnode.Checkpoint("binomial", max_ram=4)),
+    "dopri5-graphs": dict(method="dopri5", rtol=1e-7, atol=1e-9, checkpoint=pnode.Checkpoint("graphs")),
+    "rk4-graphs-budget": dict(method="rk4", options={"step_size": 0.05},
+                              checkpoint=pnode.Checkpoint("graphs", max_memory="20kB")),
 }
 
 

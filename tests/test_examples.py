@@ -62,8 +62,11 @@ def test_classifier_one_epoch_with_png(tmp_path):
     assert png.exists() and png.stat().st_size > 10000
 
 
-def test_classifier_compare_table():
-    out = run_example("classifier.py", *CLASSIFIER_TINY, "--compare", "--blocks", "1", timeout=240).stdout
+def test_classifier_compare_table(tmp_path):
+    png = tmp_path / "compare.png"
+    out = run_example("classifier.py", *CLASSIFIER_TINY, "--compare", "--blocks", "1", "--out", png,
+                      timeout=240).stdout
+    assert png.exists() and png.stat().st_size > 0
     rows = [ln for ln in out.splitlines() if ln.startswith("| ") and "configuration" not in ln]
     assert [r.split("|")[1].strip() for r in rows] == [
         "store-all per block", "block recomputation", "block recomputation + binomial"], out

@@ -16,7 +16,15 @@ def test_mpiexec_runs_mpi4py():
     assert out.stdout.split() == ["3", "3"]
 
 
-CASES = ["dopri5", "rk4", "kencarp4", "crank_nicolson", "dopri5-binomial"]
+CASES = ["dopri5", "rk4", "kencarp4", "crank_nicolson", "dopri5-binomial", "dopri5-graphs", "rk4-graphs-budget"]
+
+
+@pytest.mark.parametrize("case,plain", [("dopri5-graphs", "dopri5"), ("rk4-graphs-budget", "rk4")])
+def test_stored_graphs_give_the_same_gradients_under_mpi(case, plain, runs):
+    for n, d in runs.items():
+        a, b = dict(np.load(d / f"{case}.npz")), dict(np.load(d / f"{plain}.npz"))
+        for key in b:
+            assert np.abs(a[key] - b[key]).max() <= 1e-12 * max(np.abs(b[key]).max(), 1e-300), (n, key)
 
 
 @pytest.fixture(scope="module")
