@@ -103,8 +103,11 @@ def worker(method, config, repeats, budget):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--quick", action="store_true", help="two timed steps per configuration")
     p.add_argument("--worker", nargs=3, metavar=("METHOD", "CONFIG", "BUDGET"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.quick:
+        args.repeats = 2
     if args.worker:
         method, config, budget = args.worker
         print(json.dumps(worker(method, config, args.repeats, int(budget) if budget != "-" else None)))

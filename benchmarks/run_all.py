@@ -18,7 +18,7 @@ from _measure import cpu_name  # noqa: E402  (benchmarks/ is on sys.path)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-ORDER = ["explicit", "checkpoint", "stiff", "stiff_batched", "blocks", "parallel", "sde"]
+ORDER = ["explicit", "graphs", "checkpoint", "stiff", "stiff_batched", "blocks", "parallel", "sde"]
 
 
 def main():
