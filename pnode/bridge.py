@@ -91,6 +91,8 @@ class StateLayout:
     def unflatten(self, flat):
         """Flat tensor of shape ``(..., numel)`` -> user state with the leading dims kept."""
         lead = flat.shape[:-1]
+        if not self.is_tuple:  # the hot path: one reshape, no split
+            return flat.reshape(tuple(lead) + tuple(self.shapes[0]))
         parts = torch.split(flat, self.sizes, dim=-1)
         members = tuple(p.reshape(tuple(lead) + tuple(s)) for p, s in zip(parts, self.shapes))
         return members if self.is_tuple else members[0]

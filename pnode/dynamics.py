@@ -40,11 +40,17 @@ class Dynamics:
         self.batched_backward = True  # several VJPs in one backward until the field refuses
         self.nudge = None  # a pnode.timegrid.Nudge when evaluations at step boundaries move inside
         self.store = None  # a pnode.graphs.GraphStore when the forward keeps its stage graphs
+        self._last_time = (None, None)  # (s, t tensor) of the last call, reused for the same s
 
     def time(self, s):
         """The user time ``func`` sees at solver time ``s`` (0-d tensor, model dtype)."""
+        if self.nudge is None and self._last_time[0] == s:  # PETSc asks at the same stage time often
+            return self._last_time[1]
         t = torch.tensor(self.clock.user(s), dtype=self.layout.dtype, device=self.layout.device)
-        return t if self.nudge is None else self.nudge(s, t)
+        if self.nudge is not None:
+            return self.nudge(s, t)
+        self._last_time = (s, t)
+        return t
 
     def __call__(self, s, u):
         """Evaluate on a model-dtype flat tensor ``u`` at solver time ``s``; returns flat."""
