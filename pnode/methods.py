@@ -6,6 +6,7 @@ which nonlinear-solve defaults it wants, which entries of ``options`` it accepts
 whether PETSc has a discrete adjoint for it. The solver, the forms, option defaults and
 validation all read these facts from here, so :func:`register` alone adds a method.
 """
+import difflib
 from dataclasses import dataclass
 from typing import Optional
 
@@ -207,6 +208,8 @@ def get_method(name):
     if key in UNSUPPORTED:
         raise ValueError(f"method {name!r} is not available in pnode: {UNSUPPORTED[key]}")
     if key not in METHODS:
-        valid = ", ".join(sorted(list(METHODS) + list(ALIASES)))
-        raise ValueError(f"unknown method {name!r}; valid methods: {valid}")
+        names = sorted(list(METHODS) + list(ALIASES))
+        close = difflib.get_close_matches(name, names, n=2, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+        raise ValueError(f"unknown method {name!r}{hint}; valid methods: {', '.join(names)}")
     return METHODS[key]

@@ -16,8 +16,29 @@ from typing import Optional, Tuple
 from .petsc_c import libpetsc
 
 
+class _Butcher:
+    """What every tableau computes from its rows ``A`` and weights ``b``."""
+
+    @property
+    def stages(self):
+        """Number of stages ``s``."""
+        return len(self.b)
+
+    @property
+    def c(self):
+        """Stage times as fractions of the step: ``nodes`` where the source gives them
+        (float row sums can miss them by an ulp), else the row sums of ``A``."""
+        nodes = getattr(self, "nodes", None)
+        return tuple(float(x) for x in nodes) if nodes else tuple(float(sum(row)) for row in self.A)
+
+    def dense_A(self):
+        """``A`` as a row-major ``s*s`` list of floats."""
+        s = self.stages
+        return [float(row[j]) if j < len(row) else 0.0 for row in self.A for j in range(s)]
+
+
 @dataclass(frozen=True)
-class Tableau:
+class Tableau(_Butcher):
     """A Butcher tableau ``c | A / b`` (with an embedded ``bembed`` for error control).
 
     Attributes:
@@ -28,6 +49,7 @@ class Tableau:
         b: solution weights (``s`` entries).
         bembed: embedded weights for the error estimate, or None (fixed steps only).
         reference: where the coefficients come from.
+        nodes: the stage times ``c`` when the source gives them exactly.
     """
 
     name: str
@@ -36,21 +58,7 @@ class Tableau:
     b: tuple
     bembed: Optional[tuple]
     reference: str
-
-    @property
-    def stages(self):
-        """Number of stages ``s``."""
-        return len(self.b)
-
-    @property
-    def c(self):
-        """Stage times as fractions of the step: the row sums of ``A``."""
-        return tuple(float(sum(row)) for row in self.A)
-
-    def dense_A(self):
-        """``A`` as a row-major ``s*s`` list of floats."""
-        s = self.stages
-        return [float(row[j]) if j < len(row) else 0.0 for row in self.A for j in range(s)]
+    nodes: Optional[tuple] = None
 
 
 def _f(*xs):
@@ -94,7 +102,9 @@ TSIT5 = Tableau(
      _TSIT5_B[:6]),
     _TSIT5_B,
     tuple(b - e for b, e in zip(_TSIT5_B, _TSIT5_ERR)),
-    "Tsitouras, Comput. Math. Appl. 62 (2011) 770-775: 5(4), 7 stages, FSAL")
+    "Tsitouras, Comput. Math. Appl. 62 (2011) 770-775: 5(4), 7 stages, FSAL",
+    nodes=(0.0, 0.161, 0.327, 0.9, 0.9800255409045096857298102862870245954942137979563024768854764293221195950761080302604,
+           1.0, 1.0))
 
 # Prince & Dormand's RK8(7)13M (J. Comput. Appl. Math. 7 (1981) 67-75): 13 stages; the
 # solution is the 8th-order one. (torchdiffeq adds a 14th, zero-weight stage.)
@@ -156,7 +166,7 @@ TABLEAUS = {t.name: t for t in (TSIT5, DOPRI8, FEHLBERG2, ADAPTIVE_HEUN, HEUN3, 
 
 
 @dataclass(frozen=True)
-class DIRKTableau:
+class DIRKTableau(_Butcher):
     """A diagonally implicit Runge-Kutta tableau, run by PETSc's ARKIMEX (whose discrete
     adjoint pnode's tests verify) as the implicit part of an IMEX pair whose explicit part
     is never used: methods built on it refuse ``func_explicit``.
@@ -174,18 +184,6 @@ class DIRKTableau:
     A: Tuple[tuple, ...]
     b: tuple
     reference: str
-
-    @property
-    def stages(self):
-        return len(self.b)
-
-    @property
-    def c(self):
-        return tuple(float(sum(row)) for row in self.A)
-
-    def dense_A(self):
-        s = self.stages
-        return [float(row[j]) if j < len(row) else 0.0 for row in self.A for j in range(s)]
 
 
 _G2 = 1 - 2 ** 0.5 / 2  # gamma of both L-stable 2nd-order methods below

@@ -278,7 +278,7 @@ def test_default_block_jacobian_is_exact(field, block_diagonal, method, theta, e
 
 
 def test_block_jacobian_refused_for_large_blocks():
-    with pytest.raises(ValueError, match="jacobian'\]='block'"):
+    with pytest.raises(ValueError, match=r"jacobian'\]='block'"):
         pnode.ODESolver(lambda t, y: -y, method="implicit_euler", options={"jacobian": "block"})(
             torch.ones(200, dtype=torch.float64), [0.0, 1.0])
 
