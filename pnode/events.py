@@ -49,6 +49,9 @@ def until_event(solver, integrator, y0, t, event_fn):
     """
     if not callable(event_fn):
         raise TypeError("event_fn must be callable: event_fn(t, y) -> scalar tensor")
+    if solver.comm.getSize() > 1:
+        raise ValueError("event_fn is not supported with an MPI communicator (each rank would see only its "
+                         "shard of the state): solve events on one process")
     times = check_t(t)
     if len(times) < 2:
         raise ValueError("with event_fn, t must hold the start time and one more time giving the direction")

@@ -4,7 +4,7 @@ Usage: mpiexec -n K python tests/mpi_worker.py all OUTDIR   (every case, OUTDIR/
        mpiexec -n K python tests/mpi_worker.py raise -      (rank K-1 raises mid-solve)
 Every rank takes its shard of the same global batch; rank 0 writes the summed loss, the
 gathered y0 gradient, the parameter gradients (checked equal on all ranks) and the
-number of steps.
+number of steps, and the gradient with respect to the output times.
 """
 import sys
 
@@ -55,13 +55,15 @@ def main(case, out):
             sys.exit(4)
         sys.exit(0)
 
-    solver = pnode.ODESolver(lambda t, y: func(y) - 0.3 * y, comm=comm,
+    solver = pnode.ODESolver(lambda t, y: func(y) - 0.3 * y * torch.cos(t), comm=comm,
                              adjoint_params=list(func.parameters()), **CASES[case])
+    t.requires_grad_(True)  # d loss / d t: reduced over the ranks' shards
     ys = solver(y0, t)
     loss = (ys ** 2).sum() + ys[-1].sum()  # summed over the global batch across ranks
     loss.backward()
     grads = [p.grad.numpy().copy() for p in func.parameters()]
-    for g in grads:  # identical on every rank
+    gt = t.grad.numpy().copy()
+    for g in grads + [gt]:  # identical on every rank
         assert np.array_equal(g, comm.bcast(g, root=0))
     total = comm.allreduce(loss.item())
     gy0 = comm.gather(y0.grad.numpy(), root=0)
@@ -69,7 +71,7 @@ def main(case, out):
     assert len(set(steps)) == 1
     solver.close()
     if comm.rank == 0:
-        np.savez(out, loss=total, gy0=np.concatenate(gy0), steps=steps[0],
+        np.savez(out, loss=total, gy0=np.concatenate(gy0), gt=gt, steps=steps[0],
                  **{f"p{i}": g for i, g in enumerate(grads)})
 
 
