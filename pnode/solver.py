@@ -37,9 +37,12 @@ class ODESolver:
             move to the step's side), ``perturb`` (every boundary evaluation moves inside
             its step), ``grid_constructor`` (``fn(func, y0, t) -> grid``: the step
             boundaries), ``norm`` (``"rms"`` or ``"max"`` error norm), ``dtype`` and
-            ``interp`` (accepted for torchdiffeq, no effect), and for implicit methods ``theta``, ``endpoint``, ``func_explicit`` (IMEX:
-            the explicit part), ``mass`` (``M`` in ``M y' = f``), ``jacobian="dense"``
-            (assemble ``shift*M - J`` for LU instead of matrix-free Newton-Krylov) and
+            ``interp`` (accepted for torchdiffeq, no effect), and for implicit methods
+            ``theta``, ``endpoint``, ``func_explicit`` (IMEX: the explicit part), ``mass``
+            (``M`` in ``M y' = f``), ``jacobian`` (``"auto"``, the default: per-sample
+            block Jacobians where the field allows; ``"block"`` insists; ``"dense"``
+            assembles ``shift*M - J`` for LU; ``"matrix-free"``: unpreconditioned
+            Newton-Krylov) and
             ``preconditioner`` (``prec(t, y, shift, r, transpose) -> z`` approximating
             ``(shift*M - J)^{-1} r``, or its transpose).
         checkpoint: a :class:`pnode.Checkpoint`, a strategy name, or None (store all).

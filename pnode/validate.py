@@ -9,7 +9,7 @@ from .methods import OPTION_KEYS
 
 INT32_MAX = 2**31 - 1  # PETSc's indices (PetscInt) are 32-bit in this build
 DEFAULT_MAX_STEPS = 10**6  # a finite default, so an absurd step size cannot run forever
-JACOBIANS = ("block", "matrix-free", "dense")
+JACOBIANS = ("auto", "block", "matrix-free", "dense")  # auto (= None): blocks where the field allows
 NORMS = ("rms", "max")  # options["norm"] -> PETSc's -ts_adapt_wnormtype 2 / infinity
 
 

@@ -64,7 +64,7 @@ class Workspace:
     def blocks_of(layout, form, options, mass=None):
         """``(B, d)`` when the default PC uses per-sample block Jacobians, else None."""
         choice = options.get("jacobian")
-        if form == "rhs" or choice not in (None, "block") or options.get("preconditioner") is not None:
+        if form == "rhs" or choice not in (None, "auto", "block") or options.get("preconditioner") is not None:
             return None
         blocks = block_shape(layout, mass)
         if blocks is None and choice == "block":
