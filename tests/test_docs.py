@@ -61,3 +61,11 @@ def test_python_snippets_execute(name, tmp_path):
     proc = run_python(str(script), cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "PETSC ERROR" not in proc.stdout + proc.stderr
+
+
+def test_method_table_lists_every_registered_method():
+    from pnode.methods import METHODS
+    with open(os.path.join(ROOT, "docs", "guides", "stiff.md")) as fh:
+        text = fh.read()
+    missing = [name for name in METHODS if f"| `{name}`" not in text]
+    assert not missing, missing
