@@ -58,9 +58,14 @@ def until_event(solver, integrator, y0, t, event_fn):
     t_like = t if isinstance(t, torch.Tensor) else torch.tensor(times, dtype=torch.float64)
     direction = 1.0 if times[1] > times[0] else -1.0
     t_star = _event_time(integrator, y0, times[0], direction, event_fn)
-    layout = StateLayout.of(y0)
     t_pair = torch.stack([t_like[0], torch.tensor(t_star, dtype=t_like.dtype, device=t_like.device)])
-    ys = solver(y0, t_pair)
+    return _through_event(integrator, StateLayout.of(y0), event_fn, t_pair, solver(y0, t_pair))
+
+
+def _through_event(integrator, layout, event_fn, t_pair, ys):
+    """The event time and the states ``ys`` (solved to the located ``t_pair[1]``) with
+    the implicit-function gradients of the module docstring attached."""
+    t_star = float(t_pair[1].detach())
     y_fixed = tuple(m[-1] for m in ys) if layout.is_tuple else ys[-1]
     t_arg = t_pair[1].detach().to(layout.dtype)
     g = _scalar(event_fn(t_arg, y_fixed), "event_fn")
