@@ -6,7 +6,8 @@ loss mean(y(1)^2), gradient w.r.t. the weights; RK4 and dopri5. Rows: pnode stor
 (the adjoint re-evaluates func at every stage), pnode with every stage graph stored,
 pnode with a budget of a quarter of those graphs, plain-torch backprop (the same RK
 arithmetic written in torch, autograd through every step) and torchdiffeq's odeint
-(backprop) when installed. Each configuration runs in its own process (peak memory is
+(backprop) when installed; and the CNF of pnode.models against torchdiffeq's backprop and
+odeint_adjoint on the same field. Each configuration runs in its own process (peak memory is
 per process): median CPU time of 5 iterations after a warm-up, peak anonymous RSS growth
 over the process's state after the model was built. Writes docs/benchmarks_graphs.md.
 
@@ -100,14 +101,84 @@ def worker(method, config, repeats, budget):
     return info
 
 
+def cnf_worker(config, repeats):
+    """The flagship CNF (pnode.models.CNF's default field, two moons, exact trace, dopri5 at
+    rtol = atol = 1e-5, batch 512, float64): one training iteration's CPU time and NFE."""
+    import torch
+    from sklearn.datasets import make_moons
+
+    import pnode
+    from pnode.models import CNF
+    from pnode.models.cnf import standard_normal_logprob
+    torch.set_num_threads(1)
+    x = torch.tensor(make_moons(512, noise=0.05, random_state=0)[0], dtype=torch.float64)
+    x = (x - x.mean(0)) / x.std(0)
+    torch.manual_seed(0)
+    cnf = CNF(2, checkpoint=pnode.Checkpoint("graphs") if config == "pnode graphs" else None).double()
+    params = list(cnf.parameters())
+    calls = [0]
+    dyn = cnf.dynamics
+
+    def counted(t, state):
+        calls[0] += 1
+        return dyn(t, state)
+    t = torch.tensor([0.0, cnf.T], dtype=torch.float64)
+
+    def step():
+        calls[0] = 0
+        if config.startswith("pnode"):
+            loss = -cnf.log_prob(x).mean()
+            g = torch.autograd.grad(loss, params)
+            return float(loss), cnf.stats["rhs_evals"] + cnf.stats["vjp_evals"], g
+        import torchdiffeq
+        solve = torchdiffeq.odeint_adjoint if "adjoint" in config else torchdiffeq.odeint
+        kw = dict(adjoint_params=params) if "adjoint" in config else {}
+        z, dlogp = solve(counted, (x, x.new_zeros(len(x))), t, rtol=1e-5, atol=1e-5, method="dopri5", **kw)
+        loss = -(standard_normal_logprob(z[-1]) - dlogp[-1]).mean()
+        g = torch.autograd.grad(loss, params)
+        return float(loss), calls[0], g
+    step()
+    times, nfe, loss = [], None, None
+    for _ in range(repeats):
+        t0 = time.process_time()
+        loss, nfe, g = step()
+        times.append(time.process_time() - t0)
+    return dict(cpu_s=statistics.median(times), nfe=nfe, loss=loss, grad=[float(v.abs().sum()) for v in g])
+
+
+def cnf_rows(repeats, env):
+    rows = ["## CNF (two moons, exact trace, dopri5 rtol = atol = 1e-5, batch 512)", "",
+            "One training iteration at the same initial weights; NFE = evaluations of the field "
+            "(pnode: forward evaluations plus vector-Jacobian products).", "",
+            "| configuration | CPU s per iteration | / torchdiffeq odeint_adjoint | NFE | loss |", "|---|---|---|---|---|"]
+    res = {}
+    for config in ("pnode default", "pnode graphs", "torchdiffeq backprop", "torchdiffeq odeint_adjoint"):
+        cmd = [sys.executable, __file__, "--repeats", str(repeats), "--cnf-worker", config]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            print(f"cnf {config}: failed\n{proc.stderr[-1500:]}", file=sys.stderr)
+            continue
+        res[config] = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"cnf {config}: {res[config]['cpu_s']:.3f} s", file=sys.stderr, flush=True)
+    ref = res.get("torchdiffeq odeint_adjoint")
+    for config, r in res.items():
+        ratio = f"{r['cpu_s'] / ref['cpu_s']:.2f}" if ref else "-"
+        rows.append(f"| {config} | {r['cpu_s']:.3f} | {ratio} | {r['nfe']} | {r['loss']:.4f} |")
+    return rows + [""]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="two timed steps per configuration")
     p.add_argument("--worker", nargs=3, metavar=("METHOD", "CONFIG", "BUDGET"), help=argparse.SUPPRESS)
+    p.add_argument("--cnf-worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.quick:
         args.repeats = 2
+    if args.cnf_worker:
+        print(json.dumps(cnf_worker(args.cnf_worker, args.repeats)))
+        return
     if args.worker:
         method, config, budget = args.worker
         print(json.dumps(worker(method, config, args.repeats, int(budget) if budget != "-" else None)))
@@ -148,6 +219,7 @@ def main():
             lines.append(f"| {config} | {r['cpu_s']:.3f} | {r['cpu_s'] / ref['cpu_s']:.2f} | {r['peak_mb']:.0f} | "
                          f"{r['peak_mb'] / max(ref['peak_mb'], 1e-9):.2f} | {stored} |")
         lines.append("")
+    lines += cnf_rows(args.repeats, env)
     text = "\n".join(lines)
     print(text)
     with open(OUT, "w") as fh:
