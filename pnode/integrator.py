@@ -19,16 +19,16 @@ from petsc4py import PETSc
 from . import checkpoint as _ckpt
 from .adjoint import sweep
 from .bridge import PETSC_DTYPE, Clock, vec_view, vec_write
+from .callbacks import Progress, StepHooks
 from .dynamics import Dynamics
 from .errors import CallbackTrap, PetscCall, SolverError, petsc_message
+from .graphs import GraphStore
 from .methods import adjoint_method_names, form_of, has_adjoint
 from .outputs import collect
 from .parallel import Reducer, Sizes
 from .stats import Stats
 from .stepping import StepControl, global_rms
-from .graphs import GraphStore
-from .timegrid import Nudge
-from .callbacks import Progress, StepHooks
+from .timegrid import Nudge, hits
 from .workspace import Workspace
 
 
@@ -128,14 +128,7 @@ class Integrator:
         rec.workspace = ws
         rec.call = PetscCall(self.trap, self.reducer, lambda: (clock.user(ws.ts.getTime()), ws.ts.getStepNumber()))
         steps = StepControl(self.method, self.options, self.source, self.rtol, self.atol, open_end=event is not None)
-        progress = (Progress(s[-1] - s[0], enabled=self.reducer.root) if self.progress and event is None else None)
-        rec.hooks = StepHooks.of(self.func, not steps.fixed, layout, clock, progress, self.callback, self.stats)
-        nudge = (Nudge(ws.ts, clock) if self.options.get("perturb")
-                 else Nudge(ws.ts, clock, jumps) if jumps else None)
-        store = self.graphs if record and ws.wiring.form == "rhs" else None
-        for d in (dyn, dyn_ex):
-            if d is not None:
-                d.nudge, d.store = nudge, store
+        progress, store = self._attach(rec, ws, (dyn, dyn_ex), layout, steps, record, event)
         rec.plan = self._plan = _ckpt.plan(self.checkpoint, record, steps, s, self.source, ws.sizes.N,
                                            ws.sizes.n, self.method.stages, y0)
         self._configure(ws, s, steps, rec.plan, ts_type, layout.dtype, record)
@@ -168,6 +161,23 @@ class Integrator:
         ys, rec.segments = collect(ws.ts, s, times, clock, rec.step_times, self.reducer, steps.max_steps)
         rec.plan.account(self.stats, self.stats["steps"], layout.numel)
         return ys, rec
+
+    def _attach(self, rec, ws, fields, layout, steps, record, event):
+        """What watches or shapes this solve besides PETSc: the step callbacks and
+        progress bar (``rec.hooks``), the nudge of evaluations at jumps, the graph store.
+        Returns ``(progress, store)`` (either may be None)."""
+        clock = rec.clock
+        progress = None
+        if self.progress and event is None:
+            progress = Progress(rec.s[-1] - rec.s[0], enabled=self.reducer.root)
+        rec.hooks = StepHooks.of(self.func, not steps.fixed, layout, clock, progress, self.callback, self.stats)
+        nudge = (Nudge(ws.ts, clock) if self.options.get("perturb")
+                 else Nudge(ws.ts, clock, rec.jumps) if rec.jumps else None)
+        store = self.graphs if record and ws.wiring.form == "rhs" else None
+        for d in fields:
+            if d is not None:
+                d.nudge, d.store = nudge, store
+        return progress, store
 
     def _agree(self, layout, times, params, record):
         """Under MPI, what every rank must share (checked once per call, collectively):
@@ -254,10 +264,6 @@ class Integrator:
                               reason="NO_EVENT", time=clock.user(ts.getTime()), steps=ts.getStepNumber())
         return clock.user(ts.getTime()), vec_view(ts.getSolution(), "r").clone()
 
-    @staticmethod
-    def _at_jump(rec, s):
-        return any(abs(s - rec.clock.solver(x)) <= 1e-14 * max(1.0, abs(s)) for x in rec.jumps)
-
     def _pre_step(self, ts):
         if self._active is not None and self._active[0].hooks is not None:
             self._active[0].hooks.before_step(ts)
@@ -268,7 +274,8 @@ class Integrator:
             return
         rec, steps = self._active
         rec.step_times.append(ts.getTime())
-        if self.options.get("perturb") or (rec.jumps and self._at_jump(rec, ts.getTime())):
+        jumps = [rec.clock.solver(x) for x in rec.jumps]
+        if self.options.get("perturb") or (jumps and hits(ts.getTime(), jumps)):
             ts.restartStep()  # func jumps here: a first-same-as-last stage must not be reused
         if rec.hooks is not None:
             rec.hooks.after_step(ts, rec.step_times[-1] - rec.step_times[-2])

@@ -139,6 +139,7 @@ class OptionSource:
     def __init__(self, prefix, petsc_options):
         self.prefix = prefix
         self.petsc_options = dict(petsc_options or {})
+        self._reported = set()  # petsc_options keys already warned about as unread
 
     def _prefix_of(self, key):
         return None if _unprefixed(key) else self.prefix
@@ -172,8 +173,10 @@ class OptionSource:
         this solve: a misspelt key (``ts_monitr``) or one the TS type does not use (Newton
         options for an explicit method). Call right after ``setFromOptions``, inside
         :meth:`applied`: options read later would come too late anyway."""
+        if not self.petsc_options:  # the common case: nothing given in code to check
+            return
         db = PETSc.Options()
-        reported = self.__dict__.setdefault("_reported", set())
+        reported = self._reported
         present = db.getAll()  # (hasName would itself mark an option as used)
         names = {k: option_name(self._prefix_of(k), k).lstrip("-") for k in self.petsc_options}
         unused = [k for k, name in names.items()

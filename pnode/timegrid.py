@@ -98,7 +98,13 @@ class Nudge:
             other = a
         else:
             return t
-        if self.at is not None and not any(abs(s - x) <= 1e-14 * max(1.0, abs(x)) for x in self.at):
+        if self.at is not None and not hits(s, self.at):
             return t
         toward = torch.tensor(self.clock.user(other), dtype=t.dtype, device=t.device)
         return torch.nextafter(t, toward)
+
+
+def hits(s, points):
+    """Whether solver time ``s`` is one of ``points`` (solver times), to round-off (PETSc
+    lands a step on an evaluation time up to the last bits)."""
+    return any(abs(s - x) <= 1e-14 * max(1.0, abs(x)) for x in points)

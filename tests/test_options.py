@@ -12,6 +12,16 @@ import pnode
 from helpers import T01, decay, run_python
 
 
+def run_script(tmp_path, source, *args):
+    """``source`` (dedented) as a script of its own, with ``args`` on its command line;
+    asserts a zero exit and returns the CompletedProcess."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(source))
+    out = run_python(script, *args, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out
+
+
 def test_petsc_options_dict_applies_and_does_not_leak():
     y0 = torch.ones(2, dtype=torch.float64)
     with pnode.ODESolver(decay, method="dopri5", petsc_options={"ts_rk_type": "4", "ts_adapt_type": "none",
@@ -92,19 +102,17 @@ def test_notebook_style_run_shows_petsc_output_in_sys_stdout(tmp_path):
     """As in a Jupyter kernel: argv carries ``-f kernel.json`` and sys.stdout is a Python
     object. PETSc's ``ts_monitor`` lines land in that object, in order with print(), and
     nothing is reported at exit."""
-    script = tmp_path / "cell.py"
-    script.write_text(
-        "import io, sys\n"
-        "buf = io.StringIO(); real = sys.stdout; sys.stdout = buf\n"
-        "import torch, pnode\n"
-        "print('before')\n"
-        "pnode.odeint(lambda t, y: -y, torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 1.0]),\n"
-        "             method='rk4', options={'step_size': 0.25}, petsc_options={'ts_monitor': None})\n"
-        "print('after')\n"
-        "sys.stdout = real\n"
-        "print(repr(buf.getvalue()))\n")
-    out = run_python(script, "-f", "kernel.json", timeout=120)
-    assert out.returncode == 0, out.stderr
+    out = run_script(tmp_path, """
+        import io, sys
+        buf = io.StringIO(); real = sys.stdout; sys.stdout = buf
+        import torch, pnode
+        print('before')
+        pnode.odeint(lambda t, y: -y, torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 1.0]),
+                     method='rk4', options={'step_size': 0.25}, petsc_options={'ts_monitor': None})
+        print('after')
+        sys.stdout = real
+        print(repr(buf.getvalue()))
+    """, "-f", "kernel.json")
     captured = eval(out.stdout.strip().splitlines()[-1])
     lines = captured.splitlines()
     assert lines[0] == "before" and lines[-1] == "after", captured
@@ -124,16 +132,14 @@ def test_misspelt_petsc_option_warns_with_a_suggestion():
 
 def test_tableau_without_estimator_takes_fixed_steps(tmp_path):
     """-ts_rk_type 4 on an adaptive method: fixed steps (one per output interval), said once."""
-    script = tmp_path / "rk4.py"
-    script.write_text(
-        "import warnings, torch, pnode\n"
-        "with warnings.catch_warnings(record=True) as w:\n"
-        "    warnings.simplefilter('always')\n"
-        "    s = pnode.ODESolver(lambda t, y: -y)\n"
-        "    for _ in range(2):\n"
-        "        ys = s(torch.ones(1, dtype=torch.float64), torch.linspace(0, 1, 5, dtype=torch.float64))\n"
-        "print(len([x for x in w if 'no error estimator' in str(x.message)]), s.stats['steps'], float(ys[-1]))\n")
-    out = run_python(script, "-ts_rk_type", "4", timeout=120)
-    assert out.returncode == 0, out.stderr
+    out = run_script(tmp_path, """
+        import warnings, torch, pnode
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter('always')
+            s = pnode.ODESolver(lambda t, y: -y)
+            for _ in range(2):
+                ys = s(torch.ones(1, dtype=torch.float64), torch.linspace(0, 1, 5, dtype=torch.float64))
+        print(len([x for x in w if 'no error estimator' in str(x.message)]), s.stats['steps'], float(ys[-1]))
+    """, "-ts_rk_type", "4")
     n_warn, steps, y1 = out.stdout.split()
     assert n_warn == "1" and steps == "4" and abs(float(y1) - 0.36787944) < 1e-4
