@@ -7,11 +7,13 @@ loss mean(y(1)^2), gradient w.r.t. the weights; RK4 and dopri5. Rows: pnode stor
 pnode with a budget of a quarter of those graphs, plain-torch backprop (the same RK
 arithmetic written in torch, autograd through every step) and torchdiffeq's odeint
 (backprop) when installed; and the CNF of pnode.models against torchdiffeq's backprop and
-odeint_adjoint on the same field. Each configuration runs in its own process (peak memory is
+odeint_adjoint on the same field. On dopri5, diffrax (JAX) on the same weights when an
+interpreter with JAX and diffrax is at hand (``--jax-python``; skipped with a note
+otherwise; benchmarks/_diffrax.py). Each configuration runs in its own process (peak memory is
 per process): median CPU time of 5 iterations after a warm-up, peak anonymous RSS growth
 over the process's state after the model was built. Writes docs/benchmarks_graphs.md.
 
-    .venv/bin/python benchmarks/graphs.py [--repeats 5]
+    .venv/bin/python benchmarks/graphs.py [--repeats 5] [--jax-python JAXVENV/bin/python]
 """
 import argparse
 import json
@@ -29,6 +31,43 @@ CONFIGS = ["pnode store-all", "pnode graphs", "pnode graphs, 1/4 budget", "plain
 NOT_COMPARABLE = {("dopri5", "torchdiffeq backprop")}  # torchdiffeq's dopri5 has no fixed-step mode
 
 
+def mlp_case():
+    """The MLP field and initial state (seeded: the same in every process)."""
+    import torch
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(32, 128), torch.nn.Tanh(), torch.nn.Linear(128, 32)).double()
+    return net, torch.randn(256, 32, dtype=torch.float64)
+
+
+def jax_python(given):
+    """An interpreter with JAX and diffrax: ``--jax-python``, else this one if it has them."""
+    if given:
+        return given
+    probe = subprocess.run([sys.executable, "-c", "import jax, diffrax"], capture_output=True)
+    return sys.executable if probe.returncode == 0 else None
+
+
+def diffrax_row(python, repeats, env):
+    """diffrax's Dopri5 on the same weights and steps (benchmarks/_diffrax.py), or why not."""
+    if python is None:
+        return None, ("diffrax: not measured (no JAX here; `pip install \"jax[cpu]\" diffrax` in any "
+                      "venv and pass `--jax-python VENV/bin/python`)")
+    import numpy as np
+    import tempfile
+    net, y0 = mlp_case()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "weights.npz")
+        w1, b1, w2, b2 = (p.detach().numpy() for p in net.parameters())
+        np.savez(path, w1=w1, b1=b1, w2=w2, b2=b2, y0=y0.numpy())
+        proc = subprocess.run([python, os.path.join(HERE, "_diffrax.py"), path, "--repeats", str(repeats)],
+                              capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        return None, f"diffrax: failed ({proc.stderr.strip().splitlines()[-1][:200]})"
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    return r, (f"diffrax {r['diffrax']} (JAX {r['jax']}, jit, one XLA thread): `Dopri5` with "
+               "`ConstantStepSize` on the same 100 steps and weights, its default `RecursiveCheckpointAdjoint`.")
+
+
 def worker(method, config, repeats, budget):
     import torch
 
@@ -37,10 +76,8 @@ def worker(method, config, repeats, budget):
     import pnode
     from pnode.tableaus import TABLEAUS  # noqa: F401  (registers the tableaus)
     torch.set_num_threads(1)
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(32, 128), torch.nn.Tanh(), torch.nn.Linear(128, 32)).double()
+    net, y0 = mlp_case()
     params = list(net.parameters())
-    y0 = torch.randn(256, 32, dtype=torch.float64)
     t = torch.tensor([0.0, 1.0], dtype=torch.float64)
     h, n = 0.01, 100
     tableau = {"rk4": "4", "dopri5": "5dp"}[method]
@@ -171,6 +208,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="two timed steps per configuration")
+    p.add_argument("--jax-python", help="an interpreter with JAX and diffrax for the diffrax row "
+                   "(default: this one, if it has them; otherwise the row is skipped with a note)")
     p.add_argument("--worker", nargs=3, metavar=("METHOD", "CONFIG", "BUDGET"), help=argparse.SUPPRESS)
     p.add_argument("--cnf-worker", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -189,7 +228,8 @@ def main():
              "100 fixed steps over [0, 1], one training step = forward + gradient w.r.t. the weights; "
              f"median CPU time of {args.repeats} steps after a warm-up, 1 thread, each configuration in its "
              "own process; peak = anonymous RSS growth during the steps. The gradients of all pnode rows "
-             "agree to <= 1e-12 (tests/test_checkpoint.py).", ""]
+             "agree to <= 1e-12 (tests/test_checkpoint.py); 'gradient vs backprop' compares each weight's "
+             "summed |gradient| with plain-torch backprop's (the same discrete solution: round-off).", ""]
     for method in ("rk4", "dopri5"):
         rows, full = {}, None
         for config in CONFIGS:
@@ -207,17 +247,29 @@ def main():
                 full = rows[config]["graph_mb"]
             print(f"{method} {config}: {rows[config]['cpu_s']:.3f} s, peak {rows[config]['peak_mb']:.0f} MB",
                   file=sys.stderr, flush=True)
+        note = None
+        if method == "dopri5":
+            rows["diffrax"], note = diffrax_row(jax_python(args.jax_python), args.repeats, env)
+            if rows["diffrax"] is None:
+                del rows["diffrax"]
+            else:
+                print(f"{method} diffrax: {rows['diffrax']['cpu_s']:.3f} s", file=sys.stderr, flush=True)
         ref = rows["plain-torch backprop"]
-        lines += [f"## {method}", "", "| configuration | CPU s | / backprop | peak MB | / backprop | stored graphs |",
-                  "|---|---|---|---|---|---|"]
+        lines += [f"## {method}", ""] + ([note, ""] if note else [])
+        lines += ["| configuration | CPU s | / backprop | peak MB | / backprop | stored graphs | gradient vs backprop |",
+                  "|---|---|---|---|---|---|---|"]
         for config, r in rows.items():
             if r is None:
                 lines.append(f"| {config} | failed | | | | |")
                 continue
             stored = (f"{r['graph_steps']} steps, {r['graph_mb']:.0f} MB" if "graph_mb" in r and r["graph_steps"]
                       else "-")
-            lines.append(f"| {config} | {r['cpu_s']:.3f} | {r['cpu_s'] / ref['cpu_s']:.2f} | {r['peak_mb']:.0f} | "
-                         f"{r['peak_mb'] / max(ref['peak_mb'], 1e-9):.2f} | {stored} |")
+            peak = (f"{r['peak_mb']:.0f} | {r['peak_mb'] / max(ref['peak_mb'], 1e-9):.2f}" if "peak_mb" in r
+                    else "- | -")  # another process model (JAX): not comparable
+            # |g|_1 of each weight against backprop's: the same discrete solution, so round-off
+            diff = max(abs(a - b) / abs(b) for a, b in zip(r["grad"], ref["grad"]))
+            lines.append(f"| {config} | {r['cpu_s']:.3f} | {r['cpu_s'] / ref['cpu_s']:.2f} | {peak} | {stored} "
+                         f"| {diff:.0e} |")
         lines.append("")
     lines += cnf_rows(args.repeats, env)
     text = "\n".join(lines)

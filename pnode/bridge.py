@@ -7,6 +7,8 @@ CPU Vec and a CPU float64 tensor share memory, and a CUDA Vec (PETSc built with 
 shares memory with a CUDA tensor. Everything else (float32 models, CUDA models on a CPU
 PETSc) is converted at this boundary and nowhere else.
 """
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from math import prod
 from typing import Tuple
@@ -14,6 +16,15 @@ from typing import Tuple
 import torch
 
 PETSC_DTYPE = torch.float64
+_HOST_VEC_TYPES = frozenset({"seq", "mpi", "standard"})
+_VIEWS_LIMIT = 256  # Vecs whose views one PETSc call keeps (stages, work and Krylov vectors)
+
+
+class _Views(threading.local):
+    table = None  # {Vec handle: (Vec, view or None)} while a PETSc call runs (see cached_views)
+
+
+_views = _Views()
 
 
 def vec_view(vec, mode="r"):
@@ -25,7 +36,38 @@ def vec_view(vec, mode="r"):
             ``"rw"`` when the tensor will be written (then call ``vec.stateIncrease()``
             afterwards, which :func:`vec_write` does).
     """
-    return torch.from_dlpack(vec.toDLPack(mode))
+    table = _views.table
+    if table is None:
+        return torch.from_dlpack(vec.toDLPack(mode))
+    hit = table.get(vec.handle)
+    if hit is not None and hit[1] is not None:
+        return hit[1]
+    view = torch.from_dlpack(vec.toDLPack(mode))
+    if hit is None:
+        if len(table) >= _VIEWS_LIMIT:
+            table.clear()
+        table[vec.handle] = (vec, view if vec.getType() in _HOST_VEC_TYPES else None)
+    return view
+
+
+@contextmanager
+def cached_views():
+    """While PETSc runs one call (a solve, an adjoint solve), make each Vec's view once.
+
+    PETSc hands the same few Vecs (stage and work vectors) to thousands of callbacks, and
+    a DLPack view costs ~2 us. A host Vec's view stays valid while the Vec lives and keeps
+    its array: the table holds the Vec (PETSc cannot free it and reuse its address while
+    we hold a reference) and is dropped when the call returns; the only PETSc code that
+    swaps a Vec's array (``VecPlaceArray``) is on TS paths pnode does not use (cost
+    integrals, second-order adjoints). A device Vec's view is made every time: that is
+    what tells PETSc on which side its data is valid.
+    """
+    outer = _views.table
+    _views.table = {}
+    try:
+        yield
+    finally:
+        _views.table = outer
 
 
 def vec_write(vec, tensor):
@@ -44,12 +86,18 @@ class StateLayout:
         is_tuple: whether the user passed a tuple.
         dtype: the model dtype (float32 or float64), shared by all members.
         device: the model device.
+        native: float64 on the CPU (PETSc's own kind of data: no conversions).
     """
 
     shapes: Tuple[torch.Size, ...]
     is_tuple: bool
     dtype: torch.dtype
     device: torch.device
+
+    def __post_init__(self):
+        # float64 on the CPU is PETSc's own kind of data: conversions at the boundary are
+        # identities, skipped on the hot path (a no-op .to() still costs ~1 us a call)
+        object.__setattr__(self, "native", self.dtype == PETSC_DTYPE and self.device.type == "cpu")
 
     @classmethod
     def of(cls, y0):
@@ -99,7 +147,11 @@ class StateLayout:
 
     def to_model(self, x):
         """Convert a PETSc-side tensor to the model's dtype and device (no copy if equal)."""
-        return x.to(device=self.device, dtype=self.dtype)
+        return x if self.native and x.device.type == "cpu" else x.to(device=self.device, dtype=self.dtype)
+
+    def to_petsc(self, x):
+        """Convert a model-side tensor to float64 (PETSc's dtype), on its device."""
+        return x if x.dtype == PETSC_DTYPE else x.to(PETSC_DTYPE)
 
 
 @dataclass(frozen=True)

@@ -97,14 +97,17 @@ class Dynamics:
             lin = Linearization(self, s, u64.clone(), self.time(s))
             self.store.record(lin, self.params)
             return lin.output().detach().to(PETSC_DTYPE)
+        lay = self.layout
+        if not torch.is_grad_enabled():  # inside the forward solve already (a no_grad block costs ~2 us)
+            return lay.to_petsc(self(s, lay.to_model(u64)))
         with torch.no_grad():
-            return self(s, self.layout.to_model(u64)).to(PETSC_DTYPE)
+            return lay.to_petsc(self(s, lay.to_model(u64)))
 
     def linearize(self, s, u64):
         """The :class:`Linearization` at ``(s, u)``, reusing a recent one at the same point."""
         t = self.time(s)  # a nudged evaluation is another point than the unnudged one
         for lin in reversed(self._recent):
-            if lin.s == s and bool(lin.t == t) and torch.equal(lin.u64, u64):
+            if lin.s == s and (lin.t is t or bool(lin.t == t)) and torch.equal(lin.u64, u64):
                 return lin
         lin = self.store.take(s, u64, t, self.nudge is not None) if self.store is not None else None
         if lin is None:
@@ -213,7 +216,7 @@ class Linearization:
         v = dyn.layout.to_model(v64)
         if not out.requires_grad:  # func ignores both u and the parameters
             return [None] * len(wrt)
-        return torch.autograd.grad(out, wrt, v, retain_graph=True, allow_unused=True)
+        return vjp_of(out, wrt, v)
 
     def vjp(self, v64):
         """``J^T v`` (float64, flat). Also computes ``Jp^T v`` when joint products are on."""
@@ -233,7 +236,7 @@ class Linearization:
             (gu,) = self._grad(v64, [u])
         if gu is None:
             return torch.zeros_like(v64)
-        return gu.to(PETSC_DTYPE)
+        return dyn.layout.to_petsc(gu)
 
     def param_vjp(self, v64):
         """``Jp^T v`` with ``Jp = d func / d params`` at this point (float64, flat)."""
@@ -245,10 +248,28 @@ class Linearization:
 
 def flat_params(grads, params):
     """Concatenate parameter gradients (None -> zeros) into one float64 vector."""
-    parts = [
-        (g if g is not None else torch.zeros_like(p)).reshape(-1).to(PETSC_DTYPE)
-        for g, p in zip(grads, params)
-    ]
+    parts = [(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)]
     if not parts:
         return torch.zeros(0, dtype=PETSC_DTYPE)
-    return torch.cat(parts)
+    flat = torch.cat(parts) if len(parts) > 1 else parts[0]
+    return flat if flat.dtype == PETSC_DTYPE else flat.to(PETSC_DTYPE)
+
+
+try:  # what torch.autograd.grad calls once it has checked its arguments
+    from torch.autograd.graph import _engine_run_backward
+except ImportError:  # another torch: the public function
+    _engine_run_backward = None
+
+
+def vjp_of(out, inputs, v):
+    """``torch.autograd.grad(out, inputs, v, retain_graph=True, allow_unused=True)``.
+
+    The public function spends ~10 us a call checking and normalising its arguments (a
+    third of a small field's backward pass, paid per stage); here ``v`` is shaped like
+    ``out`` by construction, so pnode hands the pass straight to autograd's engine, as
+    the public function itself does after its checks. Falls back to the public
+    function where torch has no such entry point.
+    """
+    if _engine_run_backward is None or v.shape != out.shape or v.dtype != out.dtype:
+        return torch.autograd.grad(out, inputs, v, retain_graph=True, allow_unused=True)
+    return _engine_run_backward((out,), (v,), True, False, tuple(inputs), True, False)

@@ -4,6 +4,8 @@ import sys
 import torch
 from petsc4py import PETSc
 
+from .bridge import cached_views
+
 
 class SolverError(RuntimeError):
     """A PETSc time integration (forward or adjoint) failed.
@@ -120,7 +122,8 @@ class PetscCall:
         self.trap.pop()
         err = out = None
         try:
-            out = fn()
+            with cached_views():
+                out = fn()
         except PETSc.Error as e:
             err = e
         exc = self.trap.pop()

@@ -18,11 +18,13 @@ class RHSPart(Part):
         comm, wrap = sizes.comm, trap.wrap
         red = reducer if comm.getSize() > 1 else None
         self.f = self.own(new_vec(comm, *sizes.state))
-        J = self.shell(JacobianShell(trap), sizes.state, sizes.state, comm)
+        # the shells' Python contexts, kept: getPythonContext() costs a PETSc call per callback
+        self.J, self.Jp = JacobianShell(trap), ParamJacobianShell(trap, reducer=red)
+        J = self.shell(self.J, sizes.state, sizes.state, comm)
         ts.setRHSFunction(wrap(self._function), self.f)
         ts.setRHSJacobian(wrap(self._jacobian), J, J)
         if sizes.n_p:
-            Jp = self.shell(ParamJacobianShell(trap, reducer=red), sizes.state, sizes.params, comm)
+            Jp = self.shell(self.Jp, sizes.state, sizes.params, comm)
             ts.setRHSJacobianP(wrap(self._jacobian_p), Jp)
 
     def _linearize(self, s, U):
@@ -35,7 +37,7 @@ class RHSPart(Part):
             vec_write(F, self.dyn.rhs(s, vec_view(U, "r")))
 
     def _jacobian(self, ts, s, U, J, P):
-        J.getPythonContext().set_point(self._linearize(s, U))
+        self.J.set_point(self._linearize(s, U))
 
     def _jacobian_p(self, ts, s, U, Jp):
-        Jp.getPythonContext().set_point(self._linearize(s, U))
+        self.Jp.set_point(self._linearize(s, U))
