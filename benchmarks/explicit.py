@@ -13,7 +13,8 @@ What it measures, per case (integrator, step count, problem size) and gradient m
   float64 reference: plain-torch classical RK4 backprop on the same steps for the RK4
   cases, a torchdiffeq dopri5 solve at rtol 1e-10 (backprop) for the dopri5 cases.
 
-Gradient methods: pnode (PETSc discrete adjoint, default store-all checkpoints),
+Gradient methods: pnode (PETSc discrete adjoint, default store-all checkpoints), pnode
+with stored stage graphs (``Checkpoint("graphs")``; a 1 GB budget at rk4-1000),
 torchdiffeq ``odeint`` (backprop through the solver), torchdiffeq ``odeint_adjoint``
 (continuous adjoint), plain-torch backprop through classical RK4, and the "recompute
 floor": a plain-torch discrete adjoint that stores each step's state, then walks the steps
@@ -81,10 +82,14 @@ CASES = {
     "tiny-dopri5": Case(2, 16, 16, "dopri5"),
 }
 # Timed methods; the "reference" worker (dopri5 cases) only computes gradients.
-FIXED_METHODS = ["pnode", "floor", "torch-backprop", "tdq-backprop", "tdq-adjoint"]
-ADAPTIVE_METHODS = ["pnode", "floor", "tdq-backprop", "tdq-adjoint"]
+FIXED_METHODS = ["pnode", "pnode-graphs", "floor", "torch-backprop", "tdq-backprop", "tdq-adjoint"]
+ADAPTIVE_METHODS = ["pnode", "pnode-graphs", "floor", "tdq-backprop", "tdq-adjoint"]
+# Stored graphs for 1000 steps of the large MLP would take backprop's 8 GB: that case
+# shows a budget instead (the last steps' graphs, the rest recomputed).
+GRAPH_BUDGET = {"rk4-1000": "1GB"}
 LABELS = {
     "pnode": "pnode (discrete adjoint, store-all)",
+    "pnode-graphs": "pnode, stored stage graphs (Checkpoint(\"graphs\"))",
     "floor": "recompute floor (plain torch)",
     "torch-backprop": "plain-torch classical RK4 backprop",
     "tdq-backprop": "torchdiffeq odeint (backprop)",
@@ -116,6 +121,10 @@ class MLPField(nn.Module):
     def forward(self, t, y):
         self.counter[0] += 1
         return self.net(y)
+
+
+def case_name_of(case):
+    return next(name for name, c in CASES.items() if c == case)
 
 
 def build(case, seed=0):
@@ -216,10 +225,12 @@ def make_iteration(method, case, func, y0, grid=None):
     def tspan(t_end):
         return torch.tensor([0.0, t_end], dtype=DTYPE)
 
-    if method == "pnode":
+    if method in ("pnode", "pnode-graphs"):
         import pnode
         kw = (dict(method="rk4", options={"step_size": 1.0 / case.steps}) if case.fixed
               else dict(method="dopri5", rtol=case.rtol, atol=case.atol))
+        if method == "pnode-graphs":
+            kw["checkpoint"] = pnode.Checkpoint("graphs", max_memory=GRAPH_BUDGET.get(case_name_of(case)))
         # what pnode.odeint does on every call (it caches one solver per func and settings)
         solver = pnode.ODESolver(func, **kw)
 
@@ -296,11 +307,12 @@ def worker(case_name, method, repeats, outdir, grid_file=None):
     calls = func.calls
     grads = [p.grad.detach().clone() for p in func.parameters()]
     info = {"case": case_name, "method": method, "peak_mb": peak_mb, "calls": calls}
-    if method == "pnode":
+    if method in ("pnode", "pnode-graphs"):
         solver = it.solver
         info["stats"] = {k: v for k, v in solver.stats.items() if v}
         info["steps"] = solver.stats["steps"]
-        torch.save(solver.step_times, os.path.join(outdir, f"{case_name}.grid.pt"))
+        if method == "pnode":
+            torch.save(solver.step_times, os.path.join(outdir, f"{case_name}.grid.pt"))
     elif case.fixed:
         info["steps"] = case.steps
     elif method == "floor":
@@ -530,16 +542,17 @@ def explicit_tables(results):
 
 def ratio_lines(results):
     out = ["| case | pnode / floor | pnode / torchdiffeq backprop | pnode / torch RK4 backprop "
-           "| pnode / torchdiffeq adjoint |", "|---|---:|---:|---:|---:|"]
+           "| pnode / torchdiffeq adjoint | pnode graphs / torch RK4 backprop | pnode graphs / torchdiffeq backprop |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
     for name, res in results.items():
-        p = res["pnode"]
-
-        def ratio(m):
-            if m not in res:
+        def ratio(m, num="pnode"):
+            if m not in res or num not in res:
                 return "n/a"
+            p = res[num]
             return f"{p['median_s'] / res[m]['median_s']:.2f} ({p['min_s'] / res[m]['min_s']:.2f})"
         out.append(f"| {name} | {ratio('floor')} | {ratio('tdq-backprop')} | {ratio('torch-backprop')} "
-                   f"| {ratio('tdq-adjoint')} |")
+                   f"| {ratio('tdq-adjoint')} | {ratio('torch-backprop', 'pnode-graphs')} "
+                   f"| {ratio('tdq-backprop', 'pnode-graphs')} |")
     out.append("")
     lo, hi = results.get("rk4-10"), results.get("rk4-1000")
     if lo and hi:
@@ -583,7 +596,12 @@ def summary_lines(results, stiff):
            "- pnode / torchdiffeq backprop: " + ", ".join(f"{c} {ratio(c, 'pnode', 'tdq-backprop')}" for c in fixed)
            + " (backprop evaluates the field once per stage, a discrete adjoint twice: forward and rebuild).",
            f"- tiny problem, pnode / torchdiffeq odeint_adjoint: {ratio('tiny-rk4-100', 'pnode', 'tdq-adjoint')} "
-           f"(RK4, 100 steps), {ratio('tiny-dopri5', 'pnode', 'tdq-adjoint')} (dopri5)."]
+           f"(RK4, 100 steps), {ratio('tiny-dopri5', 'pnode', 'tdq-adjoint')} (dopri5).",
+           "- pnode with stored stage graphs / backprop (plain-torch RK4 for the RK4 cases, torchdiffeq for "
+           "dopri5): " + ", ".join(
+               f"{c} {ratio(c, 'pnode-graphs', 'torch-backprop' if CASES[c].fixed else 'tdq-backprop')}"
+               for c in results if "pnode-graphs" in results[c])
+           + f" (rk4-1000 under a {GRAPH_BUDGET['rk4-1000']} budget)."]
     lo, hi = results.get("rk4-10", {}), results.get("rk4-1000", {})
     if "pnode" in lo and "pnode" in hi:
         grow = {m: hi[m]["peak_mb"] - lo[m]["peak_mb"] for m in hi if m in lo}
@@ -667,7 +685,9 @@ def header(args, load):
         "over all parameter gradients.", "",
         f"Field: MLP state -> hidden -> state with tanh, weights PyTorch's default initialisation "
         f"times {GAIN:g} (a fresh field is so smooth that dopri5 needs 3 steps), y0 ~ N(0, 1).", "",
-        "Methods: pnode with its default checkpointing (store all stages); the *recompute floor* "
+        "Methods: pnode with its default checkpointing (store all stages), and with stored stage graphs "
+        "(`Checkpoint(\"graphs\")`: the forward keeps each stage's autograd graph, the adjoint backpropagates "
+        f"through it instead of re-evaluating; rk4-1000 under a {GRAPH_BUDGET['rk4-1000']} budget); the *recompute floor* "
         "is a plain-torch discrete adjoint (store each step's state, rebuild one step's graph at "
         "a time going backwards; for dopri5 it replays pnode's accepted steps); torchdiffeq's "
         "`rk4` is Kutta's 3/8 rule, not classical RK4 (same order, stages and step count), so its "
@@ -686,7 +706,7 @@ def plot(results):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    methods = ["pnode", "floor", "torch-backprop", "tdq-backprop", "tdq-adjoint"]
+    methods = ["pnode", "pnode-graphs", "floor", "torch-backprop", "tdq-backprop", "tdq-adjoint"]
     cases = list(results)
     fig, axes = plt.subplots(2, 1, figsize=(11, 7.5), sharex=True)
     width = 0.8 / len(methods)

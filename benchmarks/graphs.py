@@ -9,7 +9,8 @@ arithmetic written in torch, autograd through every step) and torchdiffeq's odei
 (backprop) when installed; and the CNF of pnode.models against torchdiffeq's backprop and
 odeint_adjoint on the same field. On dopri5, diffrax (JAX) on the same weights when an
 interpreter with JAX and diffrax is at hand (``--jax-python``; skipped with a note
-otherwise; benchmarks/_diffrax.py). Each configuration runs in its own process (peak memory is
+otherwise; benchmarks/_diffrax.py). The CNF is measured at its initial weights and again
+after ``--trained`` iterations of training with pnode (default 200). Each configuration runs in its own process (peak memory is
 per process): median CPU time of 5 iterations after a warm-up, peak anonymous RSS growth
 over the process's state after the model was built. Writes docs/benchmarks_graphs.md.
 
@@ -138,20 +139,49 @@ def worker(method, config, repeats, budget):
     return info
 
 
-def cnf_worker(config, repeats):
-    """The flagship CNF (pnode.models.CNF's default field, two moons, exact trace, dopri5 at
-    rtol = atol = 1e-5, batch 512, float64): one training iteration's CPU time and NFE."""
+def moons():
+    """The CNF's data: 512 points of two moons, standardised (float64)."""
     import torch
     from sklearn.datasets import make_moons
+    x = torch.tensor(make_moons(512, noise=0.05, random_state=0)[0], dtype=torch.float64)
+    return (x - x.mean(0)) / x.std(0)
+
+
+def cnf_train(iterations, path):
+    """Train the CNF with pnode (Adam, lr 1e-3) and save its weights: a trained flow is
+    livelier than a fresh one, so dopri5 takes more steps and per-step costs weigh more."""
+    import torch
+
+    from pnode.models import CNF
+    torch.set_num_threads(1)
+    x = moons()
+    torch.manual_seed(0)
+    cnf = CNF(2).double()
+    opt = torch.optim.Adam(cnf.parameters(), lr=1e-3)
+    for _ in range(iterations):
+        opt.zero_grad()
+        loss = -cnf.log_prob(x).mean()
+        loss.backward()
+        opt.step()
+    torch.save(cnf.state_dict(), path)
+    return dict(loss=loss.item(), steps=cnf.stats["steps"])
+
+
+def cnf_worker(config, repeats, weights=None):
+    """The flagship CNF (pnode.models.CNF's default field, two moons, exact trace, dopri5 at
+    rtol = atol = 1e-5, batch 512, float64): one training iteration's CPU time and NFE, at
+    the seeded initial weights or at ``weights`` (a saved state dict)."""
+    import torch
 
     import pnode
     from pnode.models import CNF
     from pnode.models.cnf import standard_normal_logprob
     torch.set_num_threads(1)
-    x = torch.tensor(make_moons(512, noise=0.05, random_state=0)[0], dtype=torch.float64)
-    x = (x - x.mean(0)) / x.std(0)
+    x = moons()
     torch.manual_seed(0)
     cnf = CNF(2, checkpoint=pnode.Checkpoint("graphs") if config == "pnode graphs" else None).double()
+    if weights:
+        cnf.load_state_dict(torch.load(weights))
     params = list(cnf.parameters())
     calls = [0]
     dyn = cnf.dynamics
@@ -166,14 +196,14 @@ def cnf_worker(config, repeats):
         if config.startswith("pnode"):
             loss = -cnf.log_prob(x).mean()
             g = torch.autograd.grad(loss, params)
-            return float(loss), cnf.stats["rhs_evals"] + cnf.stats["vjp_evals"], g
+            return loss.item(), cnf.stats["rhs_evals"] + cnf.stats["vjp_evals"], g
         import torchdiffeq
         solve = torchdiffeq.odeint_adjoint if "adjoint" in config else torchdiffeq.odeint
         kw = dict(adjoint_params=params) if "adjoint" in config else {}
         z, dlogp = solve(counted, (x, x.new_zeros(len(x))), t, rtol=1e-5, atol=1e-5, method="dopri5", **kw)
         loss = -(standard_normal_logprob(z[-1]) - dlogp[-1]).mean()
         g = torch.autograd.grad(loss, params)
-        return float(loss), calls[0], g
+        return loss.item(), calls[0], g
     step()
     times, nfe, loss = [], None, None
     for _ in range(repeats):
@@ -183,24 +213,45 @@ def cnf_worker(config, repeats):
     return dict(cpu_s=statistics.median(times), nfe=nfe, loss=loss, grad=[float(v.abs().sum()) for v in g])
 
 
-def cnf_rows(repeats, env):
+def cnf_rows(repeats, env, trained):
+    """The CNF table at the initial weights, and after ``trained`` iterations of training."""
+    import tempfile
     rows = ["## CNF (two moons, exact trace, dopri5 rtol = atol = 1e-5, batch 512)", "",
-            "One training iteration at the same initial weights; NFE = evaluations of the field "
-            "(pnode: forward evaluations plus vector-Jacobian products).", "",
-            "| configuration | CPU s per iteration | / torchdiffeq odeint_adjoint | NFE | loss |", "|---|---|---|---|---|"]
+            "One training iteration at the same weights; NFE = evaluations of the field "
+            "(pnode: forward evaluations plus vector-Jacobian products; torchdiffeq: calls of the field, "
+            "forward and, for odeint_adjoint, backward).", ""]
+    rows += ["### At the seeded initial weights", ""] + cnf_table(repeats, env, None)
+    if trained:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "cnf.pt")
+            cmd = [sys.executable, __file__, "--cnf-train", str(trained), path]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if proc.returncode != 0:
+                print(f"cnf training: failed\n{proc.stderr[-1500:]}", file=sys.stderr)
+                return rows
+            info = json.loads(proc.stdout.strip().splitlines()[-1])
+            rows += [f"### After {trained} training iterations (pnode, Adam lr 1e-3; loss {info['loss']:.4f}, "
+                     f"{info['steps']} dopri5 steps per solve)", ""] + cnf_table(repeats, env, path)
+    return rows
+
+
+def cnf_table(repeats, env, weights):
+    rows = ["| configuration | CPU s per iteration | / torchdiffeq odeint_adjoint | / torchdiffeq backprop | NFE "
+            "| loss |", "|---|---|---|---|---|---|"]
     res = {}
     for config in ("pnode default", "pnode graphs", "torchdiffeq backprop", "torchdiffeq odeint_adjoint"):
-        cmd = [sys.executable, __file__, "--repeats", str(repeats), "--cnf-worker", config]
+        cmd = [sys.executable, __file__, "--repeats", str(repeats), "--cnf-worker", config] + (
+            ["--weights", weights] if weights else [])
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             print(f"cnf {config}: failed\n{proc.stderr[-1500:]}", file=sys.stderr)
             continue
         res[config] = json.loads(proc.stdout.strip().splitlines()[-1])
         print(f"cnf {config}: {res[config]['cpu_s']:.3f} s", file=sys.stderr, flush=True)
-    ref = res.get("torchdiffeq odeint_adjoint")
+    adj, bp = res.get("torchdiffeq odeint_adjoint"), res.get("torchdiffeq backprop")
     for config, r in res.items():
-        ratio = f"{r['cpu_s'] / ref['cpu_s']:.2f}" if ref else "-"
-        rows.append(f"| {config} | {r['cpu_s']:.3f} | {ratio} | {r['nfe']} | {r['loss']:.4f} |")
+        ratios = " | ".join(f"{r['cpu_s'] / ref['cpu_s']:.2f}" if ref else "-" for ref in (adj, bp))
+        rows.append(f"| {config} | {r['cpu_s']:.3f} | {ratios} | {r['nfe']} | {r['loss']:.4f} |")
     return rows + [""]
 
 
@@ -212,11 +263,19 @@ def main():
                    "(default: this one, if it has them; otherwise the row is skipped with a note)")
     p.add_argument("--worker", nargs=3, metavar=("METHOD", "CONFIG", "BUDGET"), help=argparse.SUPPRESS)
     p.add_argument("--cnf-worker", help=argparse.SUPPRESS)
+    p.add_argument("--weights", help=argparse.SUPPRESS)
+    p.add_argument("--cnf-train", nargs=2, metavar=("ITERATIONS", "PATH"), help=argparse.SUPPRESS)
+    p.add_argument("--trained", type=int, default=200,
+                   help="also measure the CNF after this many training iterations (0: only at initialisation)")
     args = p.parse_args()
     if args.quick:
         args.repeats = 2
+        args.trained = min(args.trained, 20)
+    if args.cnf_train:
+        print(json.dumps(cnf_train(int(args.cnf_train[0]), args.cnf_train[1])))
+        return
     if args.cnf_worker:
-        print(json.dumps(cnf_worker(args.cnf_worker, args.repeats)))
+        print(json.dumps(cnf_worker(args.cnf_worker, args.repeats, args.weights)))
         return
     if args.worker:
         method, config, budget = args.worker
@@ -271,7 +330,7 @@ def main():
             lines.append(f"| {config} | {r['cpu_s']:.3f} | {r['cpu_s'] / ref['cpu_s']:.2f} | {peak} | {stored} "
                          f"| {diff:.0e} |")
         lines.append("")
-    lines += cnf_rows(args.repeats, env)
+    lines += cnf_rows(args.repeats, env, args.trained)
     text = "\n".join(lines)
     print(text)
     with open(OUT, "w") as fh:

@@ -98,6 +98,7 @@ class StateLayout:
         # float64 on the CPU is PETSc's own kind of data: conversions at the boundary are
         # identities, skipped on the hot path (a no-op .to() still costs ~1 us a call)
         object.__setattr__(self, "native", self.dtype == PETSC_DTYPE and self.device.type == "cpu")
+        object.__setattr__(self, "_shape", tuple(self.shapes[0]))  # of a plain state, for the hot path
 
     @classmethod
     def of(cls, y0):
@@ -138,9 +139,9 @@ class StateLayout:
 
     def unflatten(self, flat):
         """Flat tensor of shape ``(..., numel)`` -> user state with the leading dims kept."""
-        lead = flat.shape[:-1]
         if not self.is_tuple:  # the hot path: one reshape, no split
-            return flat.reshape(tuple(lead) + tuple(self.shapes[0]))
+            return flat.reshape(self._shape if flat.dim() == 1 else tuple(flat.shape[:-1]) + self._shape)
+        lead = flat.shape[:-1]
         parts = torch.split(flat, self.sizes, dim=-1)
         members = tuple(p.reshape(tuple(lead) + tuple(s)) for p, s in zip(parts, self.shapes))
         return members if self.is_tuple else members[0]
