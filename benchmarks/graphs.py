@@ -41,7 +41,9 @@ def mlp_case():
 
 
 def jax_python(given):
-    """An interpreter with JAX and diffrax: ``--jax-python``, else this one if it has them."""
+    """An interpreter with JAX and diffrax: ``--jax-python``, else ``$PNODE_JAX_PYTHON``,
+    else this one if it has them."""
+    given = given or os.environ.get("PNODE_JAX_PYTHON")
     if given:
         return given
     probe = subprocess.run([sys.executable, "-c", "import jax, diffrax"], capture_output=True)
@@ -52,7 +54,7 @@ def diffrax_row(python, repeats, env):
     """diffrax's Dopri5 on the same weights and steps (benchmarks/_diffrax.py), or why not."""
     if python is None:
         return None, ("diffrax: not measured (no JAX here; `pip install \"jax[cpu]\" diffrax` in any "
-                      "venv and pass `--jax-python VENV/bin/python`)")
+                      "venv and pass `--jax-python VENV/bin/python` or set PNODE_JAX_PYTHON)")
     import numpy as np
     import tempfile
     net, y0 = mlp_case()
