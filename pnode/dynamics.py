@@ -96,7 +96,7 @@ class Dynamics:
         if self.store is not None and self.store.recording and self.store.wanted(s):  # keep it for the adjoint
             lin = Linearization(self, s, u64.clone(), self.time(s))
             self.store.record(lin, self.params)
-            return lin.output().detach().to(PETSC_DTYPE)
+            return self.layout.to_petsc(lin.output().detach())
         lay = self.layout
         if not torch.is_grad_enabled():  # inside the forward solve already (a no_grad block costs ~2 us)
             return lay.to_petsc(self(s, lay.to_model(u64)))
