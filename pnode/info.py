@@ -3,7 +3,7 @@ import os
 import platform
 import sys
 
-from .petsc_c import loaded_library_path
+from .petsc_c import blas_threads, loaded_library_path
 
 
 def info_dict():
@@ -37,6 +37,7 @@ def info_dict():
         "petsc_dir": _petsc_dir(conf),
         "petsc_arch": conf.get("PETSC_ARCH", ""),
         "petsc_configure": _configure_options(),
+        "petsc_blas_threads": ", ".join(f"{os.path.basename(k)}: {v}" for k, v in blas_threads().items()) or "(not set)",
         "revolve": bool(PETSc.Sys.hasExternalPackage("revolve")),
         "cuda_petsc": bool(PETSc.Sys.hasExternalPackage("cuda")),
         "scalar_type": f"{numpy.dtype(PETSc.ScalarType).name}, {numpy.dtype(PETSc.IntType).name} indices",

@@ -61,7 +61,10 @@ def _init_args(argv, environ=os.environ):
 petsc4py.init(_init_args(sys.argv))
 from petsc4py import PETSc  # noqa: E402
 
+from .petsc_c import limit_blas_threads  # noqa: E402
 from .tableaus import register_all  # noqa: E402
+
+limit_blas_threads()  # PETSc's BLAS threads would spin on torch's cores (PNODE_BLAS_THREADS)
 
 register_all()  # pnode's extra RK tableaus, for every TS of this process
 

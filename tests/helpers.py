@@ -146,13 +146,15 @@ def subprocess_env(**extra):
                 PYTHONPATH=TESTS + (os.pathsep + path if path else ""), **extra)
 
 
-def run_python(*args, ranks=None, timeout=120, cwd=None):
+def run_python(*args, ranks=None, timeout=120, cwd=None, env=None):
     """``python ARGS`` (under ``mpiexec -n RANKS`` when ranks is given) as a subprocess;
-    returns the CompletedProcess with text stdout and stderr."""
+    returns the CompletedProcess with text stdout and stderr. ``env``: the child's whole
+    environment (default :func:`subprocess_env`)."""
     cmd = [sys.executable, *map(str, args)]
     if ranks is not None:
         cmd = [MPIEXEC, "-n", str(ranks), *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=subprocess_env(), cwd=cwd)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env=subprocess_env() if env is None else env, cwd=cwd)
 
 
 def run_worker(script, *args, ranks, timeout=240):

@@ -2,7 +2,7 @@
 from petsc4py import PETSc
 
 import pnode
-from helpers import run_python
+from helpers import run_python, subprocess_env
 
 
 def test_info_reports_revolve_and_versions(capsys):
@@ -39,3 +39,28 @@ def test_info_reports_the_paths_in_use():
     assert os.path.exists(lib) and os.path.realpath(lib).startswith(prefix), (lib, prefix)
     assert os.path.realpath(lib).startswith(os.path.realpath(d["petsc_dir"]))
     assert os.path.dirname(petsc4py.__file__) in d["petsc4py"]
+
+
+_BLAS_PROBE = ("import pnode, json; from pnode.petsc_c import blas_threads; "
+               "print(json.dumps(blas_threads()))")
+
+
+def _blas_threads_with(**env):
+    import json
+    clean = {k: v for k, v in subprocess_env().items()
+             if k not in ("OPENBLAS_NUM_THREADS", "BLIS_NUM_THREADS", "PNODE_BLAS_THREADS", "OMP_NUM_THREADS")}
+    clean.update(env)
+    out = run_python("-c", _BLAS_PROBE, timeout=120, env=clean)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_petsc_blas_runs_on_one_thread_unless_asked():
+    """PETSc's threaded BLAS would spin on the cores torch computes on: pnode sets it to
+    one thread at import, PNODE_BLAS_THREADS chooses another count, and a user's own
+    OPENBLAS_NUM_THREADS is left as they set it."""
+    default = _blas_threads_with()
+    assert default, "no BLAS library of PETSc's found in /proc/self/maps"
+    assert set(default.values()) == {1}, default
+    assert set(_blas_threads_with(PNODE_BLAS_THREADS="2").values()) == {2}
+    assert set(_blas_threads_with(OPENBLAS_NUM_THREADS="2").values()) == {2}
