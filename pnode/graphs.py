@@ -6,13 +6,19 @@ arithmetic, bounded by a byte budget.
 A graph is found again by the stage's actual ``(s, U)`` values (never by call order); a
 point without a stored graph is re-evaluated as without the store, so the gradient is the
 same to round-off whatever the budget. Under a budget only the last steps' graphs are
-built (the adjoint reaches them first); all are freed when the adjoint ends. The bytes
+built (the adjoint reaches them first). The adjoint frees each graph once it has moved a
+whole step before it, as backprop frees its graph while it goes (and the heap memory
+stays with the process for the next iteration: freed all at once at the end it was
+handed back to the system and faulted in again, 0.3 s per RK4-100 iteration); the rest
+are freed when the adjoint ends. The bytes
 are those of the tensors autograd saved for the graph (parameters excluded), measured by a
 saved-tensors hook.
 """
 from collections import OrderedDict
 
 import torch
+
+from . import heap
 
 
 class GraphStore:
@@ -47,6 +53,7 @@ class GraphStore:
         self.recording = True
         self._ts, self._s_end, self._stages = ts, s_end, stages
         self._per_eval = None
+        self._h_max = None
 
     def wanted(self, s):
         """Whether a graph at solver time ``s`` would survive to the adjoint: under a
@@ -58,11 +65,13 @@ class GraphStore:
         remaining = ((self._s_end - s) / h + 1) * self._stages
         return remaining * self._per_eval <= self.budget
 
-    def end(self, step_starts):
-        """The forward solve ended; ``step_starts``: the accepted steps' start times."""
+    def end(self, step_times):
+        """The forward solve ended; ``step_times``: the accepted steps' boundaries."""
         self.recording = False
-        starts = set(step_starts)
+        starts = set(step_times[:-1])
         self.kept_steps = len({s for s, *_ in self._items.values() if s in starts})
+        self._h_max = max((b - a for a, b in zip(step_times, step_times[1:])), default=None)
+        heap.retain(self.peak_bytes)  # the next forward needs this memory again
 
     def record(self, lin, params):
         """Build ``lin``'s graph now, measuring what autograd saves; keep it within budget."""
@@ -102,16 +111,33 @@ class GraphStore:
         exactly or within 1e-13 of their largest entry (the product there differs by as
         little), nudged times ``t`` exactly when ``exact_t``. Graphs stay until the adjoint
         ends (a first-same-as-last stage is asked for by two steps)."""
-        close = None
-        for key in self._by_s.get(_key(s), ()):
-            s_, u_, lin, _ = self._items[key]
-            if abs(s_ - s) > 1e-13 * max(1.0, abs(s)) or (exact_t and not bool(lin.t == t)):
-                continue
-            if torch.equal(u_, u64):
+        if not self.recording:
+            self._drop_after(s)
+        tol = 1e-13 * max(1.0, abs(s))
+        here = [lin for s_, u_, lin, _ in map(self._items.__getitem__, self._by_s.get(_key(s), ()))
+                if abs(s_ - s) <= tol and not (exact_t and not bool(lin.t == t))]
+        # exact first: two stages at one time (RK4's 2nd and 3rd) would each pay for a
+        # full-vector closeness test of the other
+        for lin in here:
+            if torch.equal(lin.u64, u64):
                 return lin
-            if close is None and _near(u_, u64):
-                close = lin
-        return close
+        return next((lin for lin in here if _near(lin.u64, u64)), None)
+
+
+    def _drop_after(self, s):
+        """The adjoint asks at ``s``, inside the step it is reversing: no step before it
+        reaches more than the longest step beyond ``s``, so later graphs are done with."""
+        if self._h_max is None:
+            return
+        limit = s + self._h_max + 1e-12 * max(1.0, abs(s) + self._h_max)
+        while self._items:
+            key = next(reversed(self._items))
+            s_, _, _, b = self._items[key]
+            if s_ <= limit:
+                return
+            del self._items[key]
+            self._by_s[_key(s_)].remove(key)
+            self.bytes -= b
 
 
 def _key(s):

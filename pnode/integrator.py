@@ -146,7 +146,7 @@ class Integrator:
         finally:
             self._active = None
             if store is not None:
-                store.end(rec.step_times[:-1])
+                store.end(rec.step_times)
             if progress is not None:
                 progress.close()
         ws.wiring.forget()
