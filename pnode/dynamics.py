@@ -218,8 +218,10 @@ class Linearization:
             return [None] * len(wrt)
         return vjp_of(out, wrt, v)
 
-    def vjp(self, v64):
-        """``J^T v`` (float64, flat). Also computes ``Jp^T v`` when joint products are on."""
+    def vjp(self, v64, key=None):
+        """``J^T v`` (float64, flat). Also computes ``Jp^T v`` when joint products are on,
+        kept for :meth:`param_vjp` at the same ``v`` (or for :meth:`joint_for` ``key``:
+        the Vec ``v`` came from, as (handle, object state))."""
         dyn = self.dyn
         u = self._graph[0] if self._graph is not None else None
         if dyn.joint_vjp and dyn.params:
@@ -227,7 +229,7 @@ class Linearization:
                 self.build()
                 u = self._graph[0]
             grads = self._grad(v64, [u] + dyn.params)
-            self._joint = (v64.clone(), flat_params(grads[1:], dyn.params))
+            self._joint = (v64.clone(), flat_params(grads[1:], dyn.params), key)
             gu = grads[0]
         else:
             if u is None:
@@ -237,6 +239,13 @@ class Linearization:
         if gu is None:
             return torch.zeros_like(v64)
         return dyn.layout.to_petsc(gu)
+
+    def joint_for(self, key):
+        """The parameter product kept by the last :meth:`vjp` if it was for Vec ``key``
+        (same handle, unchanged since), else None: no need to read the Vec to compare."""
+        if self._joint is not None and key is not None and self._joint[2] == key:
+            return self._joint[1]
+        return None
 
     def param_vjp(self, v64):
         """``Jp^T v`` with ``Jp = d func / d params`` at this point (float64, flat)."""

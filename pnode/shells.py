@@ -51,7 +51,7 @@ class JacobianShell:
         if self.lin is None:  # the zero operator
             y = torch.zeros_like(x)
         else:
-            y = self.lin.vjp(x) if transpose else self.lin.jvp(x)
+            y = self.lin.vjp(x, (X.handle, X.stateGet())) if transpose else self.lin.jvp(x)
             if self.b != 1.0:
                 y = self.b * y
         if self.a:
@@ -80,6 +80,10 @@ class ParamJacobianShell:
         self.lin = lin
 
     def _product(self, X):
+        # PETSc's explicit adjoints hand this product the Vec the state product just had
+        kept = self.lin.joint_for((X.handle, X.stateGet()))
+        if kept is not None:
+            return kept
         if self.reducer is None:
             return self.lin.param_vjp(vec_view(X, "r"))
         try:

@@ -30,15 +30,19 @@ class ImplicitPart(Part):
         red = reducer if comm.getSize() > 1 else None
         self.mass = mass
         self.dense = DenseJacobian(sizes.n, comm, mass) if dense else None
+        # the shells' Python contexts, kept: getPythonContext() costs a PETSc call per callback
+        self.J = self.Jp = None
         if self.dense is not None:
             IJ = self.own(self.dense.mat)
         else:
-            IJ = self.shell(JacobianShell(trap, b=-1.0, mass=mass), sizes.state, sizes.state, comm)
+            self.J = JacobianShell(trap, b=-1.0, mass=mass)
+            IJ = self.shell(self.J, sizes.state, sizes.state, comm)
         self.fi = self.own(new_vec(comm, *sizes.state))
         ts.setIFunction(wrap(self._function), self.fi)
         ts.setIJacobian(wrap(self._jacobian), IJ, IJ)
         if sizes.n_p:
-            IJp = self.shell(ParamJacobianShell(trap, c=-1.0, reducer=red), sizes.state, sizes.params, comm)
+            self.Jp = ParamJacobianShell(trap, c=-1.0, reducer=red)
+            IJp = self.shell(self.Jp, sizes.state, sizes.params, comm)
             ts.setIJacobianP(wrap(self._jacobian_p), IJp)
         self.krylov_iterations = 0  # every Krylov iteration of this part's KSP, forward and adjoint
         self._monitoring = False
@@ -47,7 +51,7 @@ class ImplicitPart(Part):
             self.pc = ShellPC(preconditioner, trap)
         elif blocks is not None and not dense:
             self.pc = BlockJacobianPC(blocks, mass, trap)
-            IJ.getPythonContext().blocks = self.pc
+            self.J.blocks = self.pc
 
     def rebind(self, dyn):
         super().rebind(dyn)
@@ -80,13 +84,13 @@ class ImplicitPart(Part):
         vec_write(F, lhs - self.dyn.rhs(s, vec_view(U, "r")).to(lhs.device))
 
     def _jacobian(self, ts, s, U, Udot, shift, J, P):
-        lin = self.dyn.linearize(s, vec_view(U, "r"))
+        lin = self.linearize(s, U)
         if self.dense is not None:
             self.dense.assemble(lin, shift)
         else:
-            J.getPythonContext().set_point(lin, shift)
+            self.J.set_point(lin, shift)
         if self.pc is not None:
             self.pc.set_point(lin, shift)
 
     def _jacobian_p(self, ts, s, U, Udot, shift, Jp):
-        Jp.getPythonContext().set_point(self.dyn.linearize(s, vec_view(U, "r")))
+        self.Jp.set_point(self.linearize(s, U))

@@ -27,9 +27,6 @@ class RHSPart(Part):
             Jp = self.shell(self.Jp, sizes.state, sizes.params, comm)
             ts.setRHSJacobianP(wrap(self._jacobian_p), Jp)
 
-    def _linearize(self, s, U):
-        return self.dyn.linearize(s, vec_view(U, "r")) if self.dyn is not None else None
-
     def _function(self, ts, s, U, F):
         if self.dyn is None:
             F.zeroEntries()
@@ -37,7 +34,7 @@ class RHSPart(Part):
             vec_write(F, self.dyn.rhs(s, vec_view(U, "r")))
 
     def _jacobian(self, ts, s, U, J, P):
-        self.J.set_point(self._linearize(s, U))
+        self.J.set_point(self.linearize(s, U))
 
     def _jacobian_p(self, ts, s, U, Jp):
-        self.Jp.set_point(self._linearize(s, U))
+        self.Jp.set_point(self.linearize(s, U))
