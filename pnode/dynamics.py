@@ -134,7 +134,7 @@ class Linearization:
         self.u64 = u64
         self._graph = None
         self._dual = None  # (w, J^T w with its graph) for Jacobian-vector products
-        self._joint = None  # (v, parameter VJP) of the last joint product
+        self._joint = None  # (v or None, parameter VJP, Vec key) of the last joint product
 
     def jvp(self, v64):
         """``J v`` with ``J = d func / d u`` at this point.
@@ -229,7 +229,8 @@ class Linearization:
                 self.build()
                 u = self._graph[0]
             grads = self._grad(v64, [u] + dyn.params)
-            self._joint = (v64.clone(), flat_params(grads[1:], dyn.params), key)
+            # from a Vec (key) the parameter callback finds it by identity: no copy of v
+            self._joint = (v64.clone() if key is None else None, flat_params(grads[1:], dyn.params), key)
             gu = grads[0]
         else:
             if u is None:
@@ -249,7 +250,7 @@ class Linearization:
 
     def param_vjp(self, v64):
         """``Jp^T v`` with ``Jp = d func / d params`` at this point (float64, flat)."""
-        if self._joint is not None and torch.equal(self._joint[0], v64):
+        if self._joint is not None and self._joint[0] is not None and torch.equal(self._joint[0], v64):
             return self._joint[1]
         grads = self._grad(v64, self.dyn.params)
         return flat_params(grads, self.dyn.params)
