@@ -70,6 +70,13 @@ def cached_views():
         _views.table = outer
 
 
+def vec_identity(vec):
+    """``(handle, object state)``: equal for two sightings of one Vec whose values did not
+    change in between (PETSc counts every change, and pnode's writes call
+    ``stateIncrease``), so a callback can recognise a Vec without reading it."""
+    return vec.handle, vec.stateGet()
+
+
 def vec_write(vec, tensor):
     """Copy ``tensor`` (any dtype/device, ``vec``'s local size) into ``vec``."""
     view = vec_view(vec, "w")

@@ -220,8 +220,8 @@ class Linearization:
 
     def vjp(self, v64, key=None):
         """``J^T v`` (float64, flat). Also computes ``Jp^T v`` when joint products are on,
-        kept for :meth:`param_vjp` at the same ``v`` (or for :meth:`joint_for` ``key``:
-        the Vec ``v`` came from, as (handle, object state))."""
+        kept for :meth:`param_vjp` at the same ``v``, or for :meth:`joint_for` ``key``
+        (the :func:`~pnode.bridge.vec_identity` of the Vec ``v`` views)."""
         dyn = self.dyn
         u = self._graph[0] if self._graph is not None else None
         if dyn.joint_vjp and dyn.params:
@@ -242,8 +242,8 @@ class Linearization:
         return dyn.layout.to_petsc(gu)
 
     def joint_for(self, key):
-        """The parameter product kept by the last :meth:`vjp` if it was for Vec ``key``
-        (same handle, unchanged since), else None: no need to read the Vec to compare."""
+        """The parameter product kept by the last :meth:`vjp` if it was for the Vec whose
+        :func:`~pnode.bridge.vec_identity` is ``key``, else None (no Vec read to compare)."""
         if self._joint is not None and key is not None and self._joint[2] == key:
             return self._joint[1]
         return None

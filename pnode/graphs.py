@@ -109,20 +109,20 @@ class GraphStore:
         first-same-as-last stage, its state from the step's solution, so both may differ
         from the forward's in the last bits: times match within 1e-13 relative, states
         exactly or within 1e-13 of their largest entry (the product there differs by as
-        little), nudged times ``t`` exactly when ``exact_t``. Graphs stay until the adjoint
-        ends (a first-same-as-last stage is asked for by two steps)."""
+        little), nudged times ``t`` exactly when ``exact_t``. A graph stays until the
+        adjoint has passed the step after it (a first-same-as-last stage is asked for by
+        two steps), see :meth:`_drop_after`."""
         if not self.recording:
             self._drop_after(s)
         tol = 1e-13 * max(1.0, abs(s))
-        here = [lin for s_, u_, lin, _ in map(self._items.__getitem__, self._by_s.get(_key(s), ()))
-                if abs(s_ - s) <= tol and not (exact_t and not bool(lin.t == t))]
+        here = [lin for s_, _, lin, _ in map(self._items.__getitem__, self._by_s.get(_key(s), ()))
+                if abs(s_ - s) <= tol and (not exact_t or bool(lin.t == t))]
         # exact first: two stages at one time (RK4's 2nd and 3rd) would each pay for a
         # full-vector closeness test of the other
         for lin in here:
             if torch.equal(lin.u64, u64):
                 return lin
         return next((lin for lin in here if _near(lin.u64, u64)), None)
-
 
     def _drop_after(self, s):
         """The adjoint asks at ``s``, inside the step it is reversing: no step before it
@@ -140,7 +140,7 @@ class GraphStore:
             self.bytes -= b
 
 
-MEASURE_EVERY = 16
+MEASURE_EVERY = 16  # evaluations per saved-tensor measurement (see GraphStore.record)
 
 
 def _measured_build(lin, params):

@@ -52,6 +52,22 @@ def petsc_blas_libraries():
     return found
 
 
+def _blas_each(call):
+    """``call(lib, setter, getter)`` for each BLAS library of PETSc's that has a known
+    thread-count API; returns {path: what call returned}."""
+    out = {}
+    for path in petsc_blas_libraries():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:  # pragma: no cover - listed but not loadable by name
+            continue
+        api = next(((getattr(lib, s), getattr(lib, g)) for s, g in _BLAS_SETTERS if hasattr(lib, s)), None)
+        if api is not None:
+            api[0].argtypes, api[1].restype = [ctypes.c_int], ctypes.c_int
+            out[path] = call(*api)
+    return out
+
+
 def limit_blas_threads(environ=os.environ):
     """Run PETSc's BLAS on ``PNODE_BLAS_THREADS`` threads (default 1); returns the
     {library: threads} it set.
@@ -66,37 +82,12 @@ def limit_blas_threads(environ=os.environ):
     if want is None and ("OPENBLAS_NUM_THREADS" in environ or "BLIS_NUM_THREADS" in environ):
         return {}
     n = int(want) if want else 1
-    done = {}
-    for path in petsc_blas_libraries():
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:  # pragma: no cover - listed but not loadable by name
-            continue
-        for setter, _ in _BLAS_SETTERS:
-            fn = getattr(lib, setter, None)
-            if fn is not None:
-                fn.argtypes = [ctypes.c_int]
-                fn(n)
-                done[path] = n
-                break
-    return done
+    return _blas_each(lambda set_threads, _: (set_threads(n), n)[1])
 
 
 def blas_threads():
     """{library: threads} of the BLAS libraries PETSc links (for :func:`pnode.info`)."""
-    out = {}
-    for path in petsc_blas_libraries():
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:  # pragma: no cover
-            continue
-        for _, getter in _BLAS_SETTERS:
-            fn = getattr(lib, getter, None)
-            if fn is not None:
-                fn.restype = ctypes.c_int
-                out[path] = int(fn())
-                break
-    return out
+    return _blas_each(lambda _, get_threads: int(get_threads()))
 
 
 def _check(err, what):

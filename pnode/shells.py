@@ -11,7 +11,7 @@ PETSc callback and the vector PETSc hands it. Exceptions raised inside the produ
 import torch
 from petsc4py import PETSc
 
-from .bridge import vec_view, vec_write
+from .bridge import vec_identity, vec_view, vec_write
 
 
 class JacobianShell:
@@ -51,7 +51,7 @@ class JacobianShell:
         if self.lin is None:  # the zero operator
             y = torch.zeros_like(x)
         else:
-            y = self.lin.vjp(x, (X.handle, X.stateGet())) if transpose else self.lin.jvp(x)
+            y = self.lin.vjp(x, vec_identity(X)) if transpose else self.lin.jvp(x)
             if self.b != 1.0:
                 y = self.b * y
         if self.a:
@@ -81,7 +81,7 @@ class ParamJacobianShell:
 
     def _product(self, X):
         # PETSc's explicit adjoints hand this product the Vec the state product just had
-        kept = self.lin.joint_for((X.handle, X.stateGet()))
+        kept = self.lin.joint_for(vec_identity(X))
         if kept is not None:
             return kept
         if self.reducer is None:

@@ -11,7 +11,7 @@ from torch import nn
 
 import pnode
 from pnode.checkpoint import revolve_optimum
-from helpers import decay, flat, rel_err
+from helpers import decay, flat, rel_err, run_python, subprocess_env
 
 T = torch.tensor([0.0, 0.3, 1.0, 2.0], dtype=torch.float64)
 
@@ -268,14 +268,12 @@ def test_stored_graphs_keep_their_heap_for_the_next_iteration():
     """On glibc, a solve with stored graphs raises the allocator's trim threshold above
     their bytes (freed and handed back to the system, they were faulted in again every
     iteration); PNODE_KEEP_HEAP=0 leaves the allocator alone."""
-    from helpers import run_python
     script = ("import torch, pnode, pnode.heap as h\n"
               "f = torch.nn.Linear(4, 4).double()\n"
               "s = pnode.ODESolver(lambda t, y: f(y), method='rk4', options={'step_size': 0.1},\n"
               "                    checkpoint=pnode.Checkpoint('graphs'))\n"
               "y = s(torch.randn(3, 4, dtype=torch.float64), torch.tensor([0.0, 1.0]).double())\n"
               "print(h._state['trim'], s.stats['graph_bytes'])\n")
-    from helpers import subprocess_env
     base = {k: v for k, v in subprocess_env().items() if not k.startswith("MALLOC_")}
     out = run_python("-c", script, env=base)
     assert out.returncode == 0, out.stderr

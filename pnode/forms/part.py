@@ -1,6 +1,6 @@
 """What every part of a wiring has: PETSc objects to destroy, Dynamics to rebind, and
 the linearization point its Jacobian callbacks share."""
-from ..bridge import vec_view
+from ..bridge import vec_identity, vec_view
 from ..shells import shell_mat
 
 
@@ -10,19 +10,19 @@ class Part:
     def __init__(self, dyn, trap):
         self.dyn, self.trap = dyn, trap
         self.objects = []
-        self._point = (None, None)  # ((s, Vec handle, Vec state), Linearization) of the last callback
+        self._point = (None, None)  # ((s, vec_identity(U)), Linearization) of the last callback
 
     def linearize(self, s, U):
         """The Dynamics' :class:`~pnode.dynamics.Linearization` at ``(s, U)`` (None for a
         zero part).
 
         PETSc asks for the state and the parameter Jacobian at one point in turn: the same
-        Vec at the same time, unchanged since (PETSc's object state counts every change,
-        pnode's writes included), is the same point, found without reading its values.
+        Vec at the same time, unchanged since (:func:`~pnode.bridge.vec_identity`), is the
+        same point, found without reading its values.
         """
         if self.dyn is None:
             return None
-        key = (s, U.handle, U.stateGet())
+        key = (s, vec_identity(U))
         if key == self._point[0] and self.dyn.nudge is None:
             return self._point[1]
         lin = self.dyn.linearize(s, vec_view(U, "r"))
