@@ -17,7 +17,7 @@ import torch
 from petsc4py import PETSc
 
 from . import checkpoint as _ckpt
-from .adjoint import sweep
+from .sweep import sweep
 from .bridge import PETSC_DTYPE, Clock, vec_view, vec_write
 from .callbacks import Progress, StepHooks
 from .dynamics import Dynamics
@@ -88,6 +88,7 @@ class Integrator:
         self._plan = None
         self._run = 0
         self._active = None  # (Record, StepControl) while PETSc runs a forward solve
+        self.unseen = ([], None)  # (tensors func uses that this call would not differentiate, probe's error)
         self.graphs = GraphStore(checkpoint.graph_budget) if checkpoint.strategy == "graphs" else None
 
     # ------------------------------------------------------------------ forward
@@ -181,14 +182,27 @@ class Integrator:
 
     def _agree(self, layout, times, params, record):
         """Under MPI, what every rank must share (checked once per call, collectively):
-        otherwise the ranks would wait in different collectives."""
-        if self.comm.getSize() == 1:
-            return
+        otherwise the ranks would wait in different collectives. A tensor that needs a
+        gradient pnode would not compute (:attr:`unseen`) is an error on every rank, and
+        so is an exception ``func`` raised while it was looked for."""
         facts = {"len(t)": len(times), "t": tuple(times), "method": self.method.name,
                  "gradient wanted": bool(record), "dtype": str(layout.dtype),
                  "state shape (beyond dim 0)": tuple(tuple(sh[1:]) for sh in layout.shapes),
                  "number of parameters": sum(p.numel() for p in params)}
-        differ = self.reducer.differing(facts)
+        missing, error = self.unseen
+        self.unseen = ([], None)
+        flags = list(missing) + (["error"] if error is not None else [])
+        flags, differ = self.reducer.agree(facts, flags)
+        if error is not None:
+            raise error
+        if "error" in flags:
+            raise SolverError("func raised an exception on another rank", reason="OTHER_RANK")
+        if flags:
+            raise ValueError(f"func uses {', '.join(flags)} that requires grad but is not among the tensors pnode "
+                             "differentiates, so its gradient would be missing: pass adjoint_params=[...] listing "
+                             "every tensor func uses that needs a gradient (pnode finds nn.Module parameters and "
+                             "tensors reached through closures, globals, lists, tuples, dicts, partials and plain "
+                             "objects' attributes)")
         if differ:
             raise ValueError(f"the MPI ranks disagree on {', '.join(differ)} (every rank must call the solver "
                              "with the same t, method, dtype and parameters, and each its own shard of y0)")

@@ -15,8 +15,8 @@ from .bridge import StateLayout
 from .events import until_event
 from .integrator import Integrator
 from .methods import get_method
-from .parallel import as_petsc, release_comms
-from .params import differentiated
+from .parallel import as_petsc
+from .params import differentiated, unseen
 from .petsc_options import OptionSource
 from .timegrid import TimeGrid
 from .validate import check_options, check_prefix, check_t, check_tolerance
@@ -94,6 +94,7 @@ class ODESolver:
         if callback is not None and not callable(callback):
             raise TypeError("callback must be callable: callback(t, y, stats)")
         self._integrator.progress, self._integrator.callback = progress, callback
+        self._unseen = None  # what the first differentiated call found func using but not differentiating
         _LIVE.add(self)
 
     def __call__(self, y0, t, *, recompute_forward=False):
@@ -116,12 +117,28 @@ class ODESolver:
             raise ValueError("gradients with respect to t need dy/dt, which options['mass'] leaves implicit: "
                              "pass t without requires_grad")
         grid = TimeGrid.of(times, self.options, self.func, y0, t)
+        if torch.is_grad_enabled():
+            self._integrator.unseen = self._check_unseen(layout, y0, times)
         return solve(self._integrator, layout, y0, grid, self.params, record=not recompute_forward, t=t)
 
     def until_event(self, y0, t, event_fn):
         """Solve from ``t[0]`` in the direction of ``t[1]`` until ``event_fn(t, y)``
         crosses zero; returns ``(event_t, ys)`` (see :func:`pnode.events.until_event`)."""
         return until_event(self, self._integrator, y0, t, event_fn)
+
+    def _check_unseen(self, layout, y0, times):
+        """``(missing, error)``: tensors ``func`` uses that need a gradient pnode would not
+        compute (found once, by one evaluation with a graph at ``(t[0], y0)``; see
+        :func:`pnode.params.unseen`), and the exception that evaluation raised."""
+        if self._unseen is not None:
+            return self._unseen, None
+        fields = [f for f in (self.func, self.options.get("func_explicit")) if f is not None]
+        y = layout.unflatten(layout.flatten(y0).detach())
+        t0 = torch.tensor(times[0], dtype=layout.dtype, device=layout.device)
+        missing, error = unseen(fields, t0, y, self.params)
+        if error is None:  # an evaluation that raised is looked at again next call
+            self._unseen = missing
+        return missing, error
 
     @property
     def params(self):
@@ -164,4 +181,3 @@ def close_all():
     """Close every live solver (registered with atexit by pnode)."""
     for solver in list(_LIVE):
         solver.close()
-    release_comms()

@@ -10,7 +10,7 @@ import math
 import warnings
 
 from .errors import user_stacklevel
-from .petsc_c import rk_has_embedded, set_adapt_type
+from .clib import rk_has_embedded, set_adapt_type
 from .validate import DEFAULT_MAX_STEPS
 
 _WARNED = set()  # tableaus already reported as fixed-step

@@ -268,12 +268,12 @@ def test_stored_graphs_keep_their_heap_for_the_next_iteration():
     """On glibc, a solve with stored graphs raises the allocator's trim threshold above
     their bytes (freed and handed back to the system, they were faulted in again every
     iteration); PNODE_KEEP_HEAP=0 leaves the allocator alone."""
-    script = ("import torch, pnode, pnode.heap as h\n"
+    script = ("import torch, pnode, pnode.runtime as r\n"
               "f = torch.nn.Linear(4, 4).double()\n"
               "s = pnode.ODESolver(lambda t, y: f(y), method='rk4', options={'step_size': 0.1},\n"
               "                    checkpoint=pnode.Checkpoint('graphs'))\n"
               "y = s(torch.randn(3, 4, dtype=torch.float64), torch.tensor([0.0, 1.0]).double())\n"
-              "print(h._state['trim'], s.stats['graph_bytes'])\n")
+              "print(r.heap_trim_threshold(), s.stats['graph_bytes'])\n")
     base = {k: v for k, v in subprocess_env().items() if not k.startswith("MALLOC_")}
     out = run_python("-c", script, env=base)
     assert out.returncode == 0, out.stderr
