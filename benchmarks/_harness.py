@@ -208,13 +208,17 @@ def pnode_source():
 
 def version_of(name):
     """``"name version"`` of an importable package (``"PETSc"``: the library petsc4py wraps;
-    ``"pnode"``: with its commit, see ``pnode_source``). Imports the package."""
+    ``"pnode"``: with its commit, see ``pnode_source``). Imports the package; one that is
+    not installed reads ``"name (not installed)"``."""
     if name == "pnode":
         return pnode_source()
-    if name == "PETSc":
-        from petsc4py import PETSc
-        return "PETSc " + ".".join(map(str, PETSc.Sys.getVersion()))
-    return f"{name} {getattr(importlib.import_module(name), '__version__', '?')}"
+    try:
+        if name == "PETSc":
+            from petsc4py import PETSc
+            return "PETSc " + ".".join(map(str, PETSc.Sys.getVersion()))
+        return f"{name} {getattr(importlib.import_module(name), '__version__', '?')}"
+    except ImportError:
+        return f"{name} (not installed)"
 
 
 def machine(packages=(), threads=None):
