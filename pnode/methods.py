@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 
+from . import runtime
 from .tableaus import DIRK_TABLEAUS, TABLEAUS
 
 # Keys of ``options`` every method accepts, and those only implicit methods accept.
@@ -212,4 +213,9 @@ def get_method(name):
         close = difflib.get_close_matches(name, names, n=2, cutoff=0.6)
         hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
         raise ValueError(f"unknown method {name!r}{hint}; valid methods: {', '.join(names)}")
-    return METHODS[key]
+    method = METHODS[key]
+    if method.subtype in TABLEAUS or method.subtype in DIRK_TABLEAUS:
+        if not runtime.effects().get("tableaus", "").startswith("registered"):
+            raise ValueError(f"method {name!r} is one of pnode's own tableaus, which were not registered with PETSc "
+                             "(PNODE_TABLEAUS=0): unset PNODE_TABLEAUS to use it")
+    return method

@@ -83,6 +83,14 @@ def test_default_effects_and_their_opt_outs():
     assert off["blas_threads"].startswith("2 thread")
 
 
+def test_unregistered_tableaus_give_a_clear_error():
+    clean = {k: v for k, v in subprocess_env().items() if not k.startswith("PNODE_")}
+    script = ("import pnode, torch\n"
+              "try:\n    pnode.ODESolver(lambda t, y: -y, method='tsit5')\nexcept ValueError as e:\n    print(e)\n")
+    out = run_python("-c", script, env=dict(clean, PNODE_TABLEAUS="0"))
+    assert "PNODE_TABLEAUS=0" in out.stdout, out.stdout + out.stderr
+
+
 def test_mpi_abort_hook_is_on_under_mpiexec_unless_opted_out():
     assert effects_with(ranks=2)["mpi_abort"].startswith("on:")
     assert effects_with(ranks=2, PNODE_MPI_ABORT="0")["mpi_abort"] == "off (PNODE_MPI_ABORT=0)"
