@@ -398,3 +398,42 @@ def test_event_fn_through_odeint_and_errors():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         pnode.odeint(lambda t, y: -y, torch.ones(1, dtype=torch.float64), torch.tensor([0.0, 1.0]))
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_event_fn_with_a_constant_branch(terminal):
+    """torchdiffeq's learn_physics.py: the event function is ``pos - r**2`` until a
+    terminal time T and ``zeros_like(t)`` (no graph) after it. A falling ball
+    (pos' = vel, vel' = -g) lands at t* = sqrt(2 (h - r^2) / g) with vel = -g t*; with
+    T < t* the event is at T (to 1e-7) and does not move with the parameters. Gradients of
+    t* and vel(t*) with respect to g, r, h against the analytic ones (to 1e-6)."""
+    f64 = torch.float64
+    g, r, h = (torch.tensor(v, dtype=f64, requires_grad=True) for v in (9.81, 0.5, 10.0))
+    T = 0.5 if terminal else 5.0
+
+    def event_fn(t, state):
+        if t > T + 1e-7:
+            return torch.zeros_like(t)
+        return state[0].sum() - r ** 2
+
+    state = (h.reshape(1), torch.zeros(1, dtype=f64))
+    t_ev, sol = pnode.odeint_event(lambda t, s: (s[1], -g * torch.ones_like(s[1])), state, torch.tensor(0.0, dtype=f64),
+                                   event_fn=event_fn, rtol=1e-10, atol=1e-12)
+    vel = sol[1][-1].sum()
+    gv, hv, rv = 9.81, 10.0, 0.5
+    if terminal:
+        want_t, want_dt = T + 1e-7, (0.0, 0.0, 0.0)
+        want_dvel = (-want_t, 0.0, 0.0)
+    else:
+        want_t = math.sqrt(2 * (hv - rv ** 2) / gv)
+        want_dt = (-want_t / (2 * gv), -2 * rv / (gv * want_t), 1 / (gv * want_t))  # d/dg, d/dr, d/dh
+        want_dvel = (-want_t - gv * want_dt[0], -gv * want_dt[1], -gv * want_dt[2])
+    assert abs(float(t_ev.detach()) - want_t) < 1e-6
+    # at T the event time is a constant: no graph (torch's way of saying gradient 0)
+    assert t_ev.requires_grad != terminal
+    dt = (torch.autograd.grad(t_ev, (g, r, h), retain_graph=True, allow_unused=True) if t_ev.requires_grad
+          else (None,) * 3)
+    dvel = torch.autograd.grad(vel, (g, r, h), allow_unused=True)
+    for got, want in zip(dt + dvel, want_dt + want_dvel):
+        assert abs((0.0 if got is None else float(got)) - want) < 1e-6, (dt, dvel, want_dt, want_dvel)
+
