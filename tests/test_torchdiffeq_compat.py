@@ -437,3 +437,40 @@ def test_event_fn_with_a_constant_branch(terminal):
     for got, want in zip(dt + dvel, want_dt + want_dvel):
         assert abs((0.0 if got is None else float(got)) - want) < 1e-6, (dt, dvel, want_dt, want_dvel)
 
+
+# ---------------------------------------------------------------- odeint_dense
+# torchdiffeq 0.2.5's odeint_dense(lambda t, y: a*y, y0=[1, 2], t0=0, t1=2, rtol=1e-7, atol=1e-9)
+# with a = -0.7, evaluated at these times (computed with torchdiffeq in its own venv).
+_TORCHDIFFEQ_DENSE = {0.3: [0.8105842142702459, 1.6211684285404917], 1.234: [0.421557114321581, 0.843114228643162],
+                      1.9: [0.2644772621995155, 0.528954524399031]}
+
+
+def test_odeint_dense_matches_the_solution_and_its_gradients():
+    """odeint_dense on y' = a y: the interpolant passes through the solve's states at its
+    steps, agrees with exp(a t) y0 between them (and with torchdiffeq's interpolant on the
+    same problem), and its gradients with respect to y0, a and t_eval are the analytic ones."""
+    f64 = torch.float64
+    a = torch.tensor(-0.7, dtype=f64, requires_grad=True)
+    y0 = torch.tensor([1.0, 2.0], dtype=f64, requires_grad=True)
+    func = lambda t, y: a * y  # noqa: E731
+    dense = pnode.odeint_dense(func, y0, torch.tensor(0.0, dtype=f64), torch.tensor(2.0, dtype=f64),
+                               rtol=1e-7, atol=1e-9)
+    assert len(dense.grid) > 3  # several steps, so the interpolation is exercised
+    assert torch.equal(dense(torch.tensor(0.0, dtype=f64)), y0.detach())
+    for s in dense.grid.tolist():  # through the solve's states at its steps (t1 included)
+        assert float((dense(torch.tensor(s, dtype=f64)).detach() - y0.detach() * math.exp(-0.7 * s)).abs().max()) < 1e-6
+    for t_eval, td in _TORCHDIFFEQ_DENSE.items():
+        te = torch.tensor(t_eval, dtype=f64, requires_grad=True)
+        y = dense(te)
+        exact = y0.detach() * math.exp(-0.7 * t_eval)
+        assert y.shape == (2,) and float((y.detach() - exact).abs().max()) < 1e-6
+        assert float((y.detach() - torch.tensor(td, dtype=f64)).abs().max()) < 1e-6
+        gy0, ga, gt = torch.autograd.grad(y[1], (y0, a, te), retain_graph=True)  # one graph for every t_eval
+        e = math.exp(-0.7 * t_eval)
+        assert abs(float(gy0[1]) - e) < 1e-6 and abs(float(gy0[0])) < 1e-12
+        assert abs(float(ga) - 2.0 * t_eval * e) < 1e-6
+        assert abs(float(gt) - (-0.7) * 2.0 * e) < 1e-5
+    ys = dense(torch.tensor([0.5, 1.5], dtype=f64))
+    assert ys.shape == (2, 2)
+    with pytest.raises(ValueError, match="t_eval must lie between"):
+        dense(torch.tensor(2.5, dtype=f64))
