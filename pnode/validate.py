@@ -102,7 +102,8 @@ def check_options(options, method):
         what = "a callable" if callable(out["norm"]) else repr(out["norm"])
         raise ValueError(f"options['norm'] must be one of {', '.join(map(repr, NORMS))} (PETSc's weighted error norms: "
                          f"RMS, torchdiffeq's default, or max), got {what}; PETSc's step controller cannot call a "
-                         "Python norm")
+                         "Python norm: TSAdapt measures the error with its own weighted norm (-ts_adapt_wnormtype) "
+                         "and petsc4py has no Python TSAdapt to replace it (see docs/guides/from_torchdiffeq.md)")
     if "dtype" in out and out["dtype"] not in (torch.float32, torch.float64):
         raise TypeError(f"options['dtype'] must be torch.float32 or torch.float64, got {out['dtype']!r} (pnode "
                         "keeps times in float64 whatever it is)")
