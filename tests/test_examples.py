@@ -23,9 +23,10 @@ CNF_SMALL = ["--train-size", "1000", "--test-size", "300", "--batch-size", "64"]
 # ---------------------------------------------------------------- spiral
 def test_spiral_example_runs(tmp_path):
     out = tmp_path / "spiral.png"
-    proc = run_example("spiral.py", "--iters", "5", "--data-size", "200", "--out", out, "-ts_rk_type", "5dp",
+    proc = run_example("spiral.py", "--iters", "5", "--data-size", "200", "--out", out, "-ts_rk_type", "5bs",
                        timeout=300, cwd=tmp_path)
     assert "mean abs error" in proc.stdout and out.exists()
+    assert "(PETSc TS rk 5bs)" in proc.stdout  # what ran, not --method's default name
     assert "unused" not in proc.stdout + proc.stderr  # --flags stay out of PETSc's way
 
 
