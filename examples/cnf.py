@@ -172,8 +172,15 @@ def parse(argv):
     return args
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the docstring's layout and shows every default."""
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the docstring's layout; a default the help text does not state already is
+    appended (argparse's ArgumentDefaultsHelpFormatter would print stated ones twice)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
 
 
 def main(argv=None):

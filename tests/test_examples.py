@@ -98,3 +98,16 @@ def test_example_two_ranks_digits():
     assert "on 2 rank(s)" in out and "trace=hutchinson" in out
     nll, gauss = cnf_nll_line(out)
     assert abs(nll) < 1e4 and abs(gauss) < 1e4
+
+
+# ---------------------------------------------------------------- --help
+def test_help_states_each_default_once():
+    """``--help`` of every example: no option's help says its default twice (argparse's
+    ArgumentDefaultsHelpFormatter appends one to help texts that already state it)."""
+    import os
+    from helpers import EXAMPLES
+    for name in sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".py")):
+        text = run_example(name, "--help").stdout
+        entries = re.split(r"\n  (?=-)", text)
+        twice = [e.split()[0] for e in entries if "(default: " in e and e.lower().count("default") > 1]
+        assert not twice, f"{name}: {twice}"
