@@ -7,7 +7,7 @@ What it measures, per case (integrator, step count, problem size) and gradient m
   single-threaded worker is compared because the machine may be shared with other jobs;
 - memory: peak anonymous resident memory during one iteration above its value just
   before it (sampled from a thread). Each method runs in its OWN subprocess
-  (``--worker CASE METHOD``), so one method's allocator caches never hide another's
+  (benchmarks/_harness.py), so one method's allocator caches never hide another's
   memory;
 - gradient error: max |g - g_ref| / max |g_ref| over all parameter gradients, against a
   float64 reference: plain-torch classical RK4 backprop on the same steps for the RK4
@@ -31,13 +31,10 @@ Run: ``python benchmarks/explicit.py`` (full, < 10 min on 2 idle cores), ``--qui
 iteration), ``--no-write``. Writes docs/benchmarks_explicit.md and docs/img/explicit.png.
 """
 import argparse
-import ctypes
 import datetime
-import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,9 +44,9 @@ from typing import Optional
 import torch
 from torch import nn
 
-from _measure import PeakSampler, anon_kb, trim_heap  # noqa: E402  (benchmarks/ is on sys.path)
+# benchmarks/ is on sys.path
+from _harness import ROOT, PeakSampler, anon_kb, load_average, machine, publish, run_worker, serve, trim_heap
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(ROOT, "docs", "benchmarks_explicit.md")
 PLOT = os.path.join(ROOT, "docs", "img", "explicit.png")
 DTYPE = torch.float64
@@ -278,7 +275,6 @@ def warmup_end(case):
     return 2.0 / case.steps if case.fixed else 0.05
 
 
-# ---------------------------------------------------------------------------- memory
 # ---------------------------------------------------------------------------- worker
 def timed(it):
     """(wall, CPU) seconds of one full iteration. CPU time of this single-threaded process
@@ -289,7 +285,7 @@ def timed(it):
 
 
 def worker(case_name, method, repeats, outdir, grid_file=None):
-    """Measure one method on one case in this (fresh) process; print a JSON line."""
+    """Measure one method on one case in this (fresh) process; returns its row."""
     torch.set_num_threads(1)
     case = CASES[case_name]
     func, y0 = build(case)
@@ -324,37 +320,17 @@ def worker(case_name, method, repeats, outdir, grid_file=None):
     info["median_s"] = statistics.median(info["cpu"])
     info["min_s"] = min(info["cpu"])
     torch.save(grads, os.path.join(outdir, f"{case_name}.{method}.pt"))
-    print(json.dumps(info))
+    return info
 
 
-def _no_aslr():
-    """In the child before exec: address-space layout randomisation off (setarch -R).
-
-    With randomised addresses (and hash seeds) the order of the solver's allocations and
-    frees changes from run to run, and so does the heap's fragmentation: pnode's peak at
-    rk4-100 ranged over 63-102 MB. Fixed, the same worker measures the same peak.
-    """
-    try:
-        libc = ctypes.CDLL(None)
-        libc.personality(libc.personality(0xFFFFFFFF) | 0x0040000)  # ADDR_NO_RANDOMIZE
-    except (OSError, AttributeError):
-        pass
-
-
-def run_worker(case_name, method, repeats, outdir):
-    """Run ``worker`` in a subprocess; return its JSON result."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", case_name, method,
-           "--repeats", str(repeats), "--outdir", outdir]
-    grid = os.path.join(outdir, f"{case_name}.grid.pt")
-    if method == "floor" and not CASES[case_name].fixed:
-        cmd += ["--grid", grid]
-    # one malloc arena and a fixed hash seed: reproducible heaps (see _no_aslr)
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-               MALLOC_ARENA_MAX="1", PYTHONHASHSEED="0")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, preexec_fn=_no_aslr)
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker {case_name} {method} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def measure(case_name, method, repeats, outdir):
+    """``worker`` in its own process, on a reproducible heap (one malloc arena, fixed hash
+    seed, no address randomisation: the same worker measures the same peak)."""
+    grid = None
+    if method == "floor" and not CASES[case_name].fixed:  # replays pnode's accepted steps
+        grid = os.path.join(outdir, f"{case_name}.grid.pt")
+    return run_worker(__file__, dict(case_name=case_name, method=method, repeats=repeats, outdir=outdir,
+                                     grid_file=grid), fixed_heap=True)
 
 
 def grad_error(grads, ref):
@@ -398,12 +374,12 @@ def run_explicit(args, outdir):
         res = results[case_name] = {}
         for m in methods:
             t0 = time.perf_counter()
-            res[m] = run_worker(case_name, m, repeats_for(case_name, m, args), outdir)
+            res[m] = measure(case_name, m, repeats_for(case_name, m, args), outdir)
             print(f"  {case_name:13s} {m:15s} {res[m]['median_s']:9.4f} s cpu {res[m]['median_wall']:9.4f} s wall "
                   f"{res[m]['peak_mb']:9.1f} MB   ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
         ref_name = reference_for(case_name, methods)
         if ref_name == "reference":
-            run_worker(case_name, "reference", 0, outdir)
+            measure(case_name, "reference", 0, outdir)
         ref = torch.load(os.path.join(outdir, f"{case_name}.{ref_name}.pt"))
         for m in methods:
             grads = torch.load(os.path.join(outdir, f"{case_name}.{m}.pt"))
@@ -637,41 +613,13 @@ def report_lines(args, results, stiff, load):
     return lines + stiff_table(stiff)
 
 
-def cpu_model():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or "unknown"
-
-
-def pnode_source():
-    """pnode's version and the git commit of the checkout it was imported from."""
-    import pnode
-    where = os.path.dirname(os.path.dirname(os.path.abspath(pnode.__file__)))
-
-    def git(*cmd):
-        return subprocess.run(["git", "-C", where, *cmd], capture_output=True, text=True).stdout.strip()
-    commit = git("rev-parse", "--short", "HEAD")
-    if not commit:
-        return f"pnode {pnode.__version__}"
-    dirty = " plus uncommitted changes to pnode/" if git("status", "--porcelain", "--", "pnode") else ""
-    return f"pnode {pnode.__version__} at commit {commit}{dirty}"
-
-
 def header(args, load):
-    import torchdiffeq
     n = args.repeats
     return [
         "# Explicit methods: one training iteration", "",
         f"Generated by `python benchmarks/explicit.py{' --quick' if args.quick else ''}` on "
-        f"{datetime.date.today().isoformat()}. Machine: {cpu_model()}, {os.cpu_count()} cores; "
-        f"{pnode_source()}; torch {torch.__version__} with 1 thread, torchdiffeq "
-        f"{torchdiffeq.__version__}; dtype float64.", "",
+        f"{datetime.date.today().isoformat()}. Machine: "
+        f"{machine(('pnode', 'torch', 'torchdiffeq'), threads='1 thread')}; dtype float64.", "",
         f"Time: median of N = {n} iterations after a warm-up (fewer for the slow 1000-step runs; "
         "N is in each table). One iteration = forward solve over t in [0, 1], loss = mean(y(1)^2), "
         "backward. CPU time (process time of the single-threaded worker) is the figure compared "
@@ -693,13 +641,6 @@ def header(args, load):
         "`rk4` is Kutta's 3/8 rule, not classical RK4 (same order, stages and step count), so its "
         "gradient differs from the classical reference by that discretization difference.", "",
     ]
-
-
-def write_report(lines, results):
-    os.makedirs(os.path.dirname(PLOT), exist_ok=True)
-    with open(DOC, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
-    plot(results)
 
 
 def plot(results):
@@ -725,6 +666,7 @@ def plot(results):
     axes[0].set_title("One training iteration (forward + backward), float64, 1 thread")
     fig.legend(loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
+    os.makedirs(os.path.dirname(PLOT), exist_ok=True)
     fig.savefig(PLOT, dpi=110)
 
 
@@ -780,31 +722,29 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer repeats, skip slow 1000-step runs")
     p.add_argument("--repeats", type=int, default=None, help="timed iterations per method (default 5, quick 2)")
-    p.add_argument("--worker", nargs=2, metavar=("CASE", "METHOD"), help=argparse.SUPPRESS)
-    p.add_argument("--outdir", help=argparse.SUPPRESS)
-    p.add_argument("--grid", help=argparse.SUPPRESS)
+    p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--profile", metavar="CASE", help="cProfile one pnode iteration of CASE")
     p.add_argument("--no-write", action="store_true", help="print tables only")
     args = p.parse_args()
+    if args.worker:
+        return serve(args.worker, worker)
     sys.argv = sys.argv[:1]  # PETSc reads sys.argv when pnode is imported; ours are not its
     if args.repeats is None:
         args.repeats = 2 if args.quick else 5
-    if args.worker:
-        return worker(*args.worker, args.repeats, args.outdir, args.grid)
     if args.profile:
         return profile(args.profile)
-    start, load0 = time.perf_counter(), os.getloadavg()[0]
+    start, load0 = time.perf_counter(), load_average()
     with tempfile.TemporaryDirectory() as outdir:
         results = run_explicit(args, outdir)
     print("  stiff problem ...", file=sys.stderr)
     stiff = run_stiff(args.quick)
     t = os.times()
     cpu = t.user + t.system + t.children_user + t.children_system
-    lines = report_lines(args, results, stiff, (load0, os.getloadavg()[0]))
+    lines = report_lines(args, results, stiff, (load0, load_average()))
     lines += [f"Total benchmark time: {time.perf_counter() - start:.0f} s wall, {cpu:.0f} s CPU.", ""]
-    print("\n".join(lines))
+    publish("\n".join(lines), None if args.no_write else DOC)
     if not args.no_write:
-        write_report(lines, results)
+        plot(results)
 
 
 if __name__ == "__main__":

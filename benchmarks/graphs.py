@@ -17,15 +17,16 @@ over the process's state after the model was built. Writes docs/benchmarks_graph
     .venv/bin/python benchmarks/graphs.py [--repeats 5] [--jax-python JAXVENV/bin/python]
 """
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+# benchmarks/ is on sys.path
+from _harness import (HERE, ROOT, PeakSampler, WorkerError, anon_kb, machine, publish, run_worker, serve,
+                      trim_heap)
+
 OUT = os.path.join(ROOT, "docs", "benchmarks_graphs.md")
 CONFIGS = ["pnode store-all", "pnode graphs", "pnode graphs, 1/4 budget", "plain-torch backprop",
            "torchdiffeq backprop"]
@@ -50,7 +51,7 @@ def jax_python(given):
     return sys.executable if probe.returncode == 0 else None
 
 
-def diffrax_row(python, repeats, env):
+def diffrax_row(python, repeats):
     """diffrax's Dopri5 on the same weights and steps (benchmarks/_diffrax.py), or why not."""
     if python is None:
         return None, ("diffrax: not measured (no JAX here; `pip install \"jax[cpu]\" diffrax` in any "
@@ -62,20 +63,18 @@ def diffrax_row(python, repeats, env):
         path = os.path.join(tmp, "weights.npz")
         w1, b1, w2, b2 = (p.detach().numpy() for p in net.parameters())
         np.savez(path, w1=w1, b1=b1, w2=w2, b2=b2, y0=y0.numpy())
-        proc = subprocess.run([python, os.path.join(HERE, "_diffrax.py"), path, "--repeats", str(repeats)],
-                              capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        return None, f"diffrax: failed ({proc.stderr.strip().splitlines()[-1][:200]})"
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
+        try:
+            r = run_worker(os.path.join(HERE, "_diffrax.py"), dict(weights=path, repeats=repeats), python=python)
+        except WorkerError as err:
+            return None, f"diffrax: failed ({str(err).strip().splitlines()[-1][:200]})"
     return r, (f"diffrax {r['diffrax']} (JAX {r['jax']}, jit, one XLA thread): `Dopri5` with "
                "`ConstantStepSize` on the same 100 steps and weights, its default `RecursiveCheckpointAdjoint`.")
 
 
 def worker(method, config, repeats, budget):
+    """One training step of ``config`` on the MLP case: CPU time, peak, gradient sums."""
     import torch
 
-    sys.path.insert(0, HERE)
-    from _measure import PeakSampler, anon_kb, trim_heap
     import pnode
     from pnode.tableaus import TABLEAUS  # noqa: F401  (registers the tableaus)
     torch.set_num_threads(1)
@@ -215,40 +214,37 @@ def cnf_worker(config, repeats, weights=None):
     return dict(cpu_s=statistics.median(times), nfe=nfe, loss=loss, grad=[float(v.abs().sum()) for v in g])
 
 
-def cnf_rows(repeats, env, trained):
+def cnf_rows(repeats, trained):
     """The CNF table at the initial weights, and after ``trained`` iterations of training."""
     import tempfile
     rows = ["## CNF (two moons, exact trace, dopri5 rtol = atol = 1e-5, batch 512)", "",
             "One training iteration at the same weights; NFE = evaluations of the field "
             "(pnode: forward evaluations plus vector-Jacobian products; torchdiffeq: calls of the field, "
             "forward and, for odeint_adjoint, backward).", ""]
-    rows += ["### At the seeded initial weights", ""] + cnf_table(repeats, env, None)
+    rows += ["### At the seeded initial weights", ""] + cnf_table(repeats, None)
     if trained:
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "cnf.pt")
-            cmd = [sys.executable, __file__, "--cnf-train", str(trained), path]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if proc.returncode != 0:
-                print(f"cnf training: failed\n{proc.stderr[-1500:]}", file=sys.stderr)
+            try:
+                info = run_worker(__file__, dict(iterations=trained, path=path), task="train")
+            except WorkerError as err:
+                print(f"cnf training: {err}", file=sys.stderr)
                 return rows
-            info = json.loads(proc.stdout.strip().splitlines()[-1])
             rows += [f"### After {trained} training iterations (pnode, Adam lr 1e-3; loss {info['loss']:.4f}, "
-                     f"{info['steps']} dopri5 steps per solve)", ""] + cnf_table(repeats, env, path)
+                     f"{info['steps']} dopri5 steps per solve)", ""] + cnf_table(repeats, path)
     return rows
 
 
-def cnf_table(repeats, env, weights):
+def cnf_table(repeats, weights):
     rows = ["| configuration | CPU s per iteration | / torchdiffeq odeint_adjoint | / torchdiffeq backprop | NFE "
             "| loss |", "|---|---|---|---|---|---|"]
     res = {}
     for config in ("pnode default", "pnode graphs", "torchdiffeq backprop", "torchdiffeq odeint_adjoint"):
-        cmd = [sys.executable, __file__, "--repeats", str(repeats), "--cnf-worker", config] + (
-            ["--weights", weights] if weights else [])
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            print(f"cnf {config}: failed\n{proc.stderr[-1500:]}", file=sys.stderr)
+        try:
+            res[config] = run_worker(__file__, dict(config=config, repeats=repeats, weights=weights), task="cnf")
+        except WorkerError as err:
+            print(f"cnf {config}: {err}", file=sys.stderr)
             continue
-        res[config] = json.loads(proc.stdout.strip().splitlines()[-1])
         print(f"cnf {config}: {res[config]['cpu_s']:.3f} s", file=sys.stderr, flush=True)
     adj, bp = res.get("torchdiffeq odeint_adjoint"), res.get("torchdiffeq backprop")
     for config, r in res.items():
@@ -263,29 +259,19 @@ def main():
     p.add_argument("--quick", action="store_true", help="two timed steps per configuration")
     p.add_argument("--jax-python", help="an interpreter with JAX and diffrax for the diffrax row "
                    "(default: this one, if it has them; otherwise the row is skipped with a note)")
-    p.add_argument("--worker", nargs=3, metavar=("METHOD", "CONFIG", "BUDGET"), help=argparse.SUPPRESS)
-    p.add_argument("--cnf-worker", help=argparse.SUPPRESS)
-    p.add_argument("--weights", help=argparse.SUPPRESS)
-    p.add_argument("--cnf-train", nargs=2, metavar=("ITERATIONS", "PATH"), help=argparse.SUPPRESS)
+    p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--trained", type=int, default=200,
                    help="also measure the CNF after this many training iterations (0: only at initialisation)")
     args = p.parse_args()
+    if args.worker:
+        return serve(args.worker, {"mlp": worker, "cnf": cnf_worker, "train": cnf_train})
     if args.quick:
         args.repeats = 2
         args.trained = min(args.trained, 20)
-    if args.cnf_train:
-        print(json.dumps(cnf_train(int(args.cnf_train[0]), args.cnf_train[1])))
-        return
-    if args.cnf_worker:
-        print(json.dumps(cnf_worker(args.cnf_worker, args.repeats, args.weights)))
-        return
-    if args.worker:
-        method, config, budget = args.worker
-        print(json.dumps(worker(method, config, args.repeats, int(budget) if budget != "-" else None)))
-        return
-    env = dict(os.environ, OMP_NUM_THREADS="1")
     lines = ["# Stored stage graphs (`Checkpoint(\"graphs\")`) against backprop", "",
-             "Generated by `python benchmarks/graphs.py`: MLP 32 -> 128 -> 32 (tanh), batch 256, float64, "
+             f"Generated by `python benchmarks/graphs.py` on {time.strftime('%Y-%m-%d')}: "
+             f"{machine(('pnode', 'torch', 'torchdiffeq'), threads='1 thread')}.", "",
+             "MLP 32 -> 128 -> 32 (tanh), batch 256, float64, "
              "100 fixed steps over [0, 1], one training step = forward + gradient w.r.t. the weights; "
              f"median CPU time of {args.repeats} steps after a warm-up, 1 thread, each configuration in its "
              "own process; peak = anonymous RSS growth during the steps. The gradients of all pnode rows "
@@ -296,21 +282,21 @@ def main():
         for config in CONFIGS:
             if (method, config) in NOT_COMPARABLE:
                 continue
-            budget = "-" if full is None or "budget" not in config else str(int(full * 1e6 / 4))
-            cmd = [sys.executable, __file__, "--repeats", str(args.repeats), "--worker", method, config, budget]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if proc.returncode != 0:
+            budget = None if full is None or "budget" not in config else int(full * 1e6 / 4)
+            try:
+                rows[config] = run_worker(__file__, dict(method=method, config=config, repeats=args.repeats,
+                                                         budget=budget), task="mlp")
+            except WorkerError as err:
                 rows[config] = None
-                print(f"{method} {config}: failed\n{proc.stderr[-1500:]}", file=sys.stderr)
+                print(f"{method} {config}: {err}", file=sys.stderr)
                 continue
-            rows[config] = json.loads(proc.stdout.strip().splitlines()[-1])
             if config == "pnode graphs":
                 full = rows[config]["graph_mb"]
             print(f"{method} {config}: {rows[config]['cpu_s']:.3f} s, peak {rows[config]['peak_mb']:.0f} MB",
                   file=sys.stderr, flush=True)
         note = None
         if method == "dopri5":
-            rows["diffrax"], note = diffrax_row(jax_python(args.jax_python), args.repeats, env)
+            rows["diffrax"], note = diffrax_row(jax_python(args.jax_python), args.repeats)
             if rows["diffrax"] is None:
                 del rows["diffrax"]
             else:
@@ -332,11 +318,8 @@ def main():
             lines.append(f"| {config} | {r['cpu_s']:.3f} | {r['cpu_s'] / ref['cpu_s']:.2f} | {peak} | {stored} "
                          f"| {diff:.0e} |")
         lines.append("")
-    lines += cnf_rows(args.repeats, env, args.trained)
-    text = "\n".join(lines)
-    print(text)
-    with open(OUT, "w") as fh:
-        fh.write(text + "\n")
+    lines += cnf_rows(args.repeats, args.trained)
+    publish("\n".join(lines), OUT)
 
 
 if __name__ == "__main__":

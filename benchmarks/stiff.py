@@ -39,40 +39,19 @@ Every worker runs torch on ``--threads`` threads (default 1).
 """
 import argparse
 import datetime
-import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 
 import torch
 from torch import nn
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _harness import ROOT, PeakRSS, machine, publish, run_worker, serve  # benchmarks/ is on sys.path
+
 DOC = os.path.join(ROOT, "docs", "benchmarks_stiff.md")
 PLOT = os.path.join(ROOT, "docs", "img", "stiff.png")
 F64 = torch.float64
-
-
-# ---------------------------------------------------------------------------- memory
-def _status(key):
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def reset_peak():
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False where not permitted."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------------------- problems
@@ -220,7 +199,6 @@ def build(cfg, pnode):
         opts["max_num_steps"] = cfg["cap"]
     if cfg.get("step"):
         opts["step_size"] = cfg["step"]
-    imex = method.startswith("kencarp")
     if cfg["problem"] == "robertson":
         func = Robertson()
         t = robertson_times(cfg["t_end"])
@@ -238,15 +216,7 @@ def build(cfg, pnode):
         y0 = torch.randn(32, 8, generator=gen, dtype=F64)
         t = torch.linspace(0.0, 0.5, 6, dtype=F64)
         w = torch.randn(6, 32, 8, generator=gen, dtype=F64)
-        if cfg.get("pc"):
-            opts["preconditioner"] = stiff.solve_shifted
-        if imex:
-            opts["func_explicit"] = mlp
-            func = stiff
-        else:
-            func = Sum(stiff, mlp)
-        solver = pnode.ODESolver(func, method=method, rtol=cfg["rtol"], atol=cfg["atol"], options=opts,
-                                 adjoint_params=list(mlp.parameters()))
+        solver = split_solver(cfg, pnode, opts, stiff, mlp)
         return solver, y0, t, (lambda ys: (w * ys).sum()), list(mlp.parameters()), None
     # reaction-diffusion
     n = cfg["n"]
@@ -259,19 +229,27 @@ def build(cfg, pnode):
           + 0.1 * torch.randn(n, n, generator=gen, dtype=F64)).reshape(1, 1, n, n)
     t = torch.linspace(0.0, cfg["t_end"], 5, dtype=F64)
     w = torch.randn(5, 1, 1, n, n, generator=gen, dtype=F64) / n
-    if cfg.get("pc"):
-        opts["preconditioner"] = diff.solve_shifted
-    if imex:
-        opts["func_explicit"] = react
-        func = diff
-    else:
-        func = Sum(diff, react)
-    solver = pnode.ODESolver(func, method=method, rtol=cfg["rtol"], atol=cfg["atol"], options=opts,
-                             adjoint_params=list(react.parameters()))
+    solver = split_solver(cfg, pnode, opts, diff, react)
     return solver, u0, t, (lambda ys: (w * ys).sum()), list(react.parameters()), None
 
 
+def split_solver(cfg, pnode, opts, stiff, learned):
+    """The solver of dy/dt = stiff(y) + learned(y), gradients w.r.t. ``learned``'s weights:
+    kencarp (IMEX) takes ``stiff`` implicitly and ``learned`` explicitly, the other methods
+    the sum; ``cfg["pc"]``: ``stiff.solve_shifted`` is the exact preconditioner."""
+    if cfg.get("pc"):
+        opts["preconditioner"] = stiff.solve_shifted
+    if cfg["method"].startswith("kencarp"):
+        opts["func_explicit"] = learned
+        func = stiff
+    else:
+        func = Sum(stiff, learned)
+    return pnode.ODESolver(func, method=cfg["method"], rtol=cfg["rtol"], atol=cfg["atol"], options=opts,
+                           adjoint_params=list(learned.parameters()))
+
+
 def worker(cfg):
+    """One forward + backward of configuration ``cfg`` after a warm-up; returns its row."""
     import pnode
 
     torch.set_num_threads(cfg.get("threads", 1))
@@ -287,23 +265,23 @@ def worker(cfg):
             ys.sum().backward()
     solver.close()
     solver, y0, t, loss_fn, params, _ = build(cfg, pnode)
-    base = _status("VmRSS")
-    peak_ok = reset_peak()
-    res = dict(cfg, rss_before=base)
-    w0, c0 = time.perf_counter(), time.process_time()
-    try:
-        with torch.set_grad_enabled(not forward_only):
-            ys = solver(y0, t)
-            t_fwd = time.perf_counter() - w0
-            if not forward_only:
-                loss_fn(ys).backward()
-        res["ok"] = True
-    except pnode.SolverError as err:
-        res.update(ok=False, error=str(err), reached=err.time, t_fwd=time.perf_counter() - w0)
-        ys = None
-    res["wall"] = time.perf_counter() - w0
-    res["cpu"] = time.process_time() - c0
-    res["peak_rss"] = _status("VmHWM") if peak_ok else None
+    res = dict(cfg)
+    with PeakRSS() as mem:
+        w0, c0 = time.perf_counter(), time.process_time()
+        try:
+            with torch.set_grad_enabled(not forward_only):
+                ys = solver(y0, t)
+                t_fwd = time.perf_counter() - w0
+                if not forward_only:
+                    loss_fn(ys).backward()
+            res["ok"] = True
+        except pnode.SolverError as err:
+            res.update(ok=False, error=str(err), reached=err.time, t_fwd=time.perf_counter() - w0)
+            ys = None
+        res["wall"] = time.perf_counter() - w0
+        res["cpu"] = time.process_time() - c0
+    res["rss_before"] = mem.before * 1024  # bytes
+    res["peak_rss"] = mem.peak * 1024 if mem.exact else None  # a lifetime peak would not be the solve's
     res["stats"] = dict(solver.stats)
     if ys is not None:
         res["t_fwd"] = t_fwd
@@ -314,13 +292,9 @@ def worker(cfg):
     return res
 
 
-def run_worker(cfg, threads):
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(dict(cfg, threads=threads))]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker {cfg['problem']}/{cfg['label']} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def measure(cfg, threads):
+    """``worker`` in its own process, torch and BLAS on ``threads`` threads."""
+    return run_worker(__file__, dict(cfg=dict(cfg, threads=threads)), threads=threads)
 
 
 # ---------------------------------------------------------------------------- report
@@ -422,16 +396,14 @@ def main():
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        sys.argv = sys.argv[:1]  # PETSc must not see --worker
-        print(json.dumps(worker(json.loads(args.worker))))
-        return 0
+        return serve(args.worker, worker)
 
     start = time.perf_counter()
     results = []
     cfgs = configs(args.quick)
     for i, cfg in enumerate(cfgs):
         print(f"[{i + 1}/{len(cfgs)}] {cfg['problem']}: {cfg['label']} ...", file=sys.stderr, flush=True)
-        results.append(run_worker(cfg, args.threads))
+        results.append(measure(cfg, args.threads))
     total = time.perf_counter() - start
 
     def ref_of(r):
@@ -519,12 +491,10 @@ def main():
                        "(binomial checkpointing would trade that for recomputation).")
 
     sys.argv = sys.argv[:1]  # PETSc reads sys.argv at import: --quick is not its option
-    import pnode  # initialises PETSc
-    from petsc4py import PETSc
+    import pnode  # noqa: F401  (initialises PETSc with pnode's options, before the PETSc version is read)
+    where = machine(("pnode", "PETSc", "torch"), threads=f"{args.threads} thread(s) per worker")
     header = (f"Generated by `python benchmarks/stiff.py{' --quick' if args.quick else ''}` on "
-              f"{datetime.date.today().isoformat()}: {platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} CPU cores, torch {torch.__version__} on {args.threads} thread(s) per worker, "
-              f"float64, pnode {pnode.__version__}, PETSc {'.'.join(map(str, PETSc.Sys.getVersion()))}; "
+              f"{datetime.date.today().isoformat()}: {where}; float64; "
               f"one forward + backward per row, "
               f"each in its own process after a short warm-up. Whole run: {total:.0f} s wall.")
     notes = ("Columns: steps = accepted steps; rhs evals = calls of the vector field (all parts, forward and "
@@ -546,14 +516,10 @@ def main():
           table(rd, ref_of, "rd"), "",
           "Gradient error here: against the preconditioned run (both solve the same discrete problem).", "",
           "Regenerate with `python benchmarks/stiff.py` (about 5 minutes on 2 cores) or `--quick`.", ""]
-    text = "\n".join(md)
-    print(text)
+    publish("\n".join(md), None if args.no_write else DOC)
     if not args.no_write:
-        os.makedirs(os.path.dirname(DOC), exist_ok=True)
-        with open(DOC, "w") as fh:
-            fh.write(text)
         plot(results, PLOT)
-        print(f"wrote {os.path.relpath(DOC, ROOT)} and {os.path.relpath(PLOT, ROOT)}", file=sys.stderr)
+        print(f"wrote {os.path.relpath(PLOT, ROOT)}", file=sys.stderr)
     return 0
 
 

@@ -11,22 +11,22 @@ its derivatives. Public API:
   reversible Heun with an O(1)-memory exact adjoint),
 - :func:`info` (versions and build facts).
 """
-import atexit as _atexit
-
 from ._version import __version__
-from . import petsc_options as _petsc_options  # noqa: F401  (initialises PETSc with sys.argv)
+from . import runtime as _runtime
+
+_runtime.start()  # PETSc with sys.argv, and every other process-wide effect (pnode.info lists them)
+
 from .block import ODEBlock
 from .checkpoint import Checkpoint
 from .errors import SolverError
-from .info import info
+from .versions import info
 from .methods import METHODS
-from .events import odeint_event
-from .odeint import odeint, odeint_adjoint
+from .functional import odeint, odeint_adjoint, odeint_event
 from .dense import odeint_dense
 from .sde import BrownianInterval, sdeint, sdeint_adjoint
 from .solver import ODESolver, close_all
 
-_atexit.register(close_all)
+_runtime.at_exit(close_all)
 
 __all__ = ["__version__", "odeint", "odeint_adjoint", "odeint_event", "odeint_dense", "ODESolver", "ODEBlock",
            "Checkpoint", "SolverError", "info", "METHODS", "sdeint", "sdeint_adjoint", "BrownianInterval"]

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from math import comb
 from typing import Optional, Union
 
+from .graphs import GraphStore
 from .replay import OnlineCheckpoints, Replay, fits_fixed_grid
 
 STRATEGIES = ("all", "solution", "binomial", "graphs")
@@ -114,6 +115,11 @@ class Checkpoint:
     def graph_budget(self):
         """Bytes for stored graphs (None: unlimited) when the strategy is ``"graphs"``."""
         return parse_bytes(self.max_memory) if self.max_memory is not None else None
+
+    def graph_store(self):
+        """A :class:`~pnode.graphs.GraphStore` for a solver of this strategy (``"graphs"``),
+        else None: the forward keeps its stage graphs in it for the adjoint."""
+        return GraphStore(self.graph_budget) if self.strategy == "graphs" else None
 
     def ram_slots(self, n, stages):
         """Checkpoints allowed in RAM for a state of ``n`` doubles and ``stages`` stages."""

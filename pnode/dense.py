@@ -10,7 +10,7 @@ reach ``y0``, the parameters of ``func`` and ``t_eval``.
 """
 import torch
 
-from .odeint import cached_solver
+from .functional import cached_solver
 
 # Dormand-Prince (torchdiffeq's dopri5): nodes, stage weights and the weights of the
 # solution at the step's midpoint (Shampine), for the continuous extension.

@@ -1,5 +1,6 @@
 """Exceptions raised by pnode, and the one place where PETSc failures become them."""
 import sys
+import traceback
 
 import torch
 from petsc4py import PETSc
@@ -76,8 +77,18 @@ class CallbackTrap:
             self.exc = exc
 
     def pop(self):
-        """The recorded exception (or None), clearing it."""
+        """The recorded exception (or None), clearing it.
+
+        Under MPI the locals of the frames between the callback and the raise (the
+        callback's PETSc Vec and Mat arguments, the DLPack views ``func`` was given) are
+        dropped first: a rank whose exception kept them alive would free those PETSc
+        objects later than the other ranks, one by one through Python's garbage
+        collector, instead of with the solver's objects on every rank alike. The
+        traceback itself (files, lines, functions) is kept.
+        """
         exc, self.exc = self.exc, None
+        if exc is not None and self.collective:
+            traceback.clear_frames(exc.__traceback__)
         return exc
 
 
@@ -127,12 +138,15 @@ class PetscCall:
         except PETSc.Error as e:
             err = e
         exc = self.trap.pop()
-        if not self.reducer.any(exc is not None or err is not None):
+        # 2: a callback raised (the cause), 1: PETSc failed (perhaps only from the NaN
+        # another rank's failed callback poisoned its output with), 0: fine
+        worst = self.reducer.max(2 if exc is not None else 1 if err is not None else 0)
+        if worst == 0:
             return out
         if exc is not None:
             raise exc.with_traceback(exc.__traceback__)
         time, steps = self.where()
-        if err is None:
+        if err is None or worst == 2:
             raise SolverError(f"PETSc {what} failed on another rank at t={time:.6g}",
                               reason="OTHER_RANK", time=time, steps=steps)
         code = getattr(err, "ierr", None)

@@ -1,4 +1,4 @@
-"""Solving until an event: ``odeint(..., event_fn=...)`` and :func:`odeint_event`.
+"""Solving until an event: what ``odeint(..., event_fn=...)`` and ``odeint_event`` run.
 
 The event time ``t*`` (where ``event_fn(t, y(t))`` crosses zero) is found by a
 forward-only PETSc solve with TSEvent. The differentiable result is then a pnode solve
@@ -122,27 +122,3 @@ def _through_event(integrator, layout, event_fn, t_pair, ys):
     else:
         out = torch.stack([ys[0], moved[0]])
     return event_t, out
-
-
-def odeint_event(func, y0, t0, *, event_fn, reverse_time=False, odeint_interface=None, **kwargs):
-    """Solve from ``t0`` until ``event_fn(t, y)`` crosses zero (torchdiffeq's signature).
-
-    Args:
-        func: the vector field ``func(t, y)``.
-        y0: initial state (Tensor or tuple of Tensors).
-        t0: start time (0-d tensor or float; may require grad).
-        event_fn: ``event_fn(t, y) -> scalar``; the solve stops at its first zero.
-        reverse_time: integrate towards decreasing ``t`` (``event_fn`` sees the true time).
-        odeint_interface: ignored beyond pnode's own ``odeint`` (accepted for torchdiffeq
-            compatibility).
-        **kwargs: ``rtol``, ``atol``, ``method``, ``options``, ... as for
-            :func:`pnode.odeint`.
-
-    Returns:
-        ``(event_t, ys)``: event time and the states at ``t0`` and at the event,
-        ``(2, *y0.shape)``; both differentiable.
-    """
-    from .odeint import odeint
-    t0 = torch.as_tensor(t0, dtype=torch.float64 if not isinstance(t0, torch.Tensor) else t0.dtype).reshape(-1)
-    t = torch.cat([t0, t0.detach() + (-1.0 if reverse_time else 1.0)])
-    return odeint(func, y0, t, event_fn=event_fn, **kwargs)

@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 import torch
 
-from . import heap
+from . import runtime
 
 
 class GraphStore:
@@ -72,7 +72,7 @@ class GraphStore:
         starts = set(step_times[:-1])
         self.kept_steps = len({s for s, *_ in self._items.values() if s in starts})
         self._h_max = max((b - a for a, b in zip(step_times, step_times[1:])), default=None)
-        heap.retain(self.peak_bytes)  # the next forward needs this memory again
+        runtime.retain_heap(self.peak_bytes)  # the next forward needs this memory again
 
     def record(self, lin, params):
         """Build ``lin``'s graph now, measuring what autograd saves; keep it within budget.

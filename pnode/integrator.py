@@ -17,12 +17,11 @@ import torch
 from petsc4py import PETSc
 
 from . import checkpoint as _ckpt
-from .adjoint import sweep
+from .sweep import sweep
 from .bridge import PETSC_DTYPE, Clock, vec_view, vec_write
 from .callbacks import Progress, StepHooks
 from .dynamics import Dynamics
 from .errors import CallbackTrap, PetscCall, SolverError, petsc_message
-from .graphs import GraphStore
 from .methods import adjoint_method_names, form_of, has_adjoint
 from .outputs import collect
 from .parallel import Reducer, Sizes
@@ -76,8 +75,8 @@ class Integrator:
         step_times: accepted step boundaries of the last solve (user time, float64).
     """
 
-    def __init__(self, func, method, options, checkpoint, source, comm, rtol, atol):
-        self.func, self.method, self.options, self.checkpoint = func, method, options, checkpoint
+    def __init__(self, func, method, settings, checkpoint, source, comm, rtol, atol):
+        self.func, self.method, self.settings, self.checkpoint = func, method, settings, checkpoint
         self.source, self.comm, self.rtol, self.atol = source, comm, rtol, atol
         self.progress, self.callback = False, None  # set by ODESolver (progress bar, per-step callback)
         self.reducer = Reducer(comm)
@@ -88,7 +87,8 @@ class Integrator:
         self._plan = None
         self._run = 0
         self._active = None  # (Record, StepControl) while PETSc runs a forward solve
-        self.graphs = GraphStore(checkpoint.graph_budget) if checkpoint.strategy == "graphs" else None
+        self.unseen = ([], None)  # (tensors func uses that this call would not differentiate, probe's error)
+        self.graphs = checkpoint.graph_store()
 
     # ------------------------------------------------------------------ forward
     def forward(self, layout, y0_flat, times, params, record, jumps=frozenset(), event=None):
@@ -127,7 +127,7 @@ class Integrator:
         vec_write(ws.u, y0)
         rec.workspace = ws
         rec.call = PetscCall(self.trap, self.reducer, lambda: (clock.user(ws.ts.getTime()), ws.ts.getStepNumber()))
-        steps = StepControl(self.method, self.options, self.source, self.rtol, self.atol, open_end=event is not None)
+        steps = StepControl(self.method, self.settings.steps, self.source, self.rtol, self.atol, open_end=event is not None)
         progress, store = self._attach(rec, ws, (dyn, dyn_ex), layout, steps, record, event)
         rec.plan = self._plan = _ckpt.plan(self.checkpoint, record, steps, s, self.source, ws.sizes.N,
                                            ws.sizes.n, self.method.stages, y0)
@@ -171,7 +171,7 @@ class Integrator:
         if self.progress and event is None:
             progress = Progress(rec.s[-1] - rec.s[0], enabled=self.reducer.root)
         rec.hooks = StepHooks.of(self.func, not steps.fixed, layout, clock, progress, self.callback, self.stats)
-        nudge = (Nudge(ws.ts, clock) if self.options.get("perturb")
+        nudge = (Nudge(ws.ts, clock) if self.settings.grid.perturb
                  else Nudge(ws.ts, clock, rec.jumps) if rec.jumps else None)
         store = self.graphs if record and ws.wiring.form == "rhs" else None
         for d in fields:
@@ -181,14 +181,27 @@ class Integrator:
 
     def _agree(self, layout, times, params, record):
         """Under MPI, what every rank must share (checked once per call, collectively):
-        otherwise the ranks would wait in different collectives."""
-        if self.comm.getSize() == 1:
-            return
+        otherwise the ranks would wait in different collectives. A tensor that needs a
+        gradient pnode would not compute (:attr:`unseen`) is an error on every rank, and
+        so is an exception ``func`` raised while it was looked for."""
         facts = {"len(t)": len(times), "t": tuple(times), "method": self.method.name,
                  "gradient wanted": bool(record), "dtype": str(layout.dtype),
                  "state shape (beyond dim 0)": tuple(tuple(sh[1:]) for sh in layout.shapes),
                  "number of parameters": sum(p.numel() for p in params)}
-        differ = self.reducer.differing(facts)
+        missing, error = self.unseen
+        self.unseen = ([], None)
+        flags = list(missing) + (["error"] if error is not None else [])
+        flags, differ = self.reducer.agree(facts, flags)
+        if error is not None:
+            raise error
+        if "error" in flags:
+            raise SolverError("func raised an exception on another rank", reason="OTHER_RANK")
+        if flags:
+            raise ValueError(f"func uses {', '.join(flags)} that requires grad but is not among the tensors pnode "
+                             "differentiates, so its gradient would be missing: pass adjoint_params=[...] listing "
+                             "every tensor func uses that needs a gradient (pnode finds nn.Module parameters and "
+                             "tensors reached through closures, globals, lists, tuples, dicts, partials and plain "
+                             "objects' attributes)")
         if differ:
             raise ValueError(f"the MPI ranks disagree on {', '.join(differ)} (every rank must call the solver "
                              "with the same t, method, dtype and parameters, and each its own shard of y0)")
@@ -196,8 +209,8 @@ class Integrator:
     def _workspace(self, layout, params, clock, n_out, form):
         """Dynamics for this call, and a workspace for its configuration (reused when
         the state sizes, form and number of output times match)."""
-        fe = self.options.get("func_explicit")
-        if form == "imex" and "mass" in self.options:
+        fe = self.settings.func_explicit
+        if form == "imex" and self.settings.implicit.mass is not None:
             raise ValueError("options['mass'] is not supported with ARKIMEX methods: PETSc's ARKIMEX "
                              "adjoint needs the identity mass; use implicit_euler, crank_nicolson or theta")
         if fe is not None and not self.method.explicit_part:
@@ -211,18 +224,18 @@ class Integrator:
                                                   name="options['func_explicit']")
         sizes = Sizes(self.comm, layout.numel, sum(p.numel() for p in params), self.reducer)
         ws = self.workspace
-        if ws is not None and ws.key == Workspace.key_of(sizes, form, n_out, layout, self.options):
+        if ws is not None and ws.key == Workspace.key_of(sizes, form, n_out, layout, self.settings.implicit):
             ws.wiring.rebind(dyn, dyn_ex)
         else:
             self.discard()
             ws = self.workspace = Workspace(self.comm, self.source.prefix, sizes, form, n_out, dyn, dyn_ex,
-                                            self.trap, self.reducer, self.options, self._pre_step, self._post_step)
+                                            self.trap, self.reducer, self.settings.implicit, self._pre_step, self._post_step)
         return ws, dyn, dyn_ex
 
     def _configure(self, ws, s, steps, plan, ts_type, dtype, record):
         """PETSc options (code defaults under the command line), trajectory, times ``s``."""
         ts = ws.ts
-        defaults = self.method.petsc_defaults(self.options, ts_type, dtype)
+        defaults = self.method.petsc_defaults(self.settings.implicit, ts_type, dtype)
         defaults.update(steps.petsc_defaults())
         defaults.update(plan.petsc_defaults())
         with self.source.applied(defaults):
@@ -275,7 +288,7 @@ class Integrator:
         rec, steps = self._active
         rec.step_times.append(ts.getTime())
         jumps = [rec.clock.solver(x) for x in rec.jumps]
-        if self.options.get("perturb") or (jumps and hits(ts.getTime(), jumps)):
+        if self.settings.grid.perturb or (jumps and hits(ts.getTime(), jumps)):
             ts.restartStep()  # func jumps here: a first-same-as-last stage must not be reused
         if rec.hooks is not None:
             rec.hooks.after_step(ts, rec.step_times[-1] - rec.step_times[-2])
@@ -287,7 +300,7 @@ class Integrator:
         float64 states ``ys`` (one row each), without a graph; float64 ``(len(times), n)``."""
         identity = Clock(0.0, 1.0)
         fields = [Dynamics(f, layout, [], identity, self.stats, name=name)
-                  for f, name in ((self.func, "func"), (self.options.get("func_explicit"), "options['func_explicit']"))
+                  for f, name in ((self.func, "func"), (self.settings.func_explicit, "options['func_explicit']"))
                   if f is not None]
         return torch.stack([sum(d.rhs(float(t), y) for d in fields) for t, y in zip(times, ys)])
 

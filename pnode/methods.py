@@ -73,11 +73,11 @@ class Method:
             return tuple(k for k in OPTION_KEYS if k not in ("theta", "endpoint"))
         return OPTION_KEYS
 
-    def petsc_defaults(self, options, ts_type, dtype):
+    def petsc_defaults(self, implicit, ts_type, dtype):
         """PETSc options this method implies for one solve.
 
         Args:
-            options: the solver's validated ``options`` dict.
+            implicit: the solver's :class:`~pnode.settings.ImplicitSettings`.
             ts_type: the TS type that will run (the command line may have changed it).
             dtype: the model's dtype (float32 models get looser nonlinear tolerances).
         """
@@ -85,12 +85,12 @@ class Method:
         if self.subtype is not None:
             opts[f"ts_{self.ts_type}_type"] = self.subtype
         if self.ts_type == "theta" and ts_type == "theta":
-            theta, endpoint = self.fixed_theta or (options.get("theta", 0.5), options.get("endpoint", False))
+            theta, endpoint = self.fixed_theta or (implicit.theta, implicit.endpoint)
             opts["ts_theta_theta"] = theta
             opts["ts_theta_endpoint"] = bool(endpoint)
         if self.implicit:
             opts.update(_NONLINEAR_TOLERANCES[dtype], snes_max_it=50)
-            if options.get("jacobian") == "dense":
+            if implicit.jacobian == "dense":
                 opts.update(ksp_type="preonly", pc_type="lu")
             else:
                 opts.update(ksp_type="gmres", pc_type="none", ksp_gmres_restart=100)

@@ -10,12 +10,11 @@ Helpers here cover what happens outside the ODE: :func:`shard` a global batch,
 :func:`allreduce_grads` for parameters used outside the solver, :func:`print0` for
 rank-0 logging and :func:`abort_on_exception` so that one failing rank ends the job.
 """
-import sys
-import traceback
-
 import torch
 from mpi4py import MPI
 from petsc4py import PETSc
+
+from . import runtime
 
 
 def as_mpi4py(comm):
@@ -82,16 +81,10 @@ def print0(*args, comm=MPI.COMM_WORLD, **kwargs):
 
 def abort_on_exception(comm=MPI.COMM_WORLD):
     """Make an uncaught exception on any rank print its traceback once and abort the
-    whole job (non-zero exit) instead of leaving the other ranks waiting in a collective."""
-    comm = as_mpi4py(comm)
-    if comm.Get_size() == 1:
-        return
-
-    def hook(exc_type, exc, tb):
-        sys.stderr.write(f"[rank {comm.Get_rank()}] " + "".join(traceback.format_exception(exc_type, exc, tb)))
-        sys.stderr.flush()
-        comm.Abort(1)
-    sys.excepthook = hook
+    whole job (non-zero exit) instead of leaving the other ranks waiting in a collective.
+    pnode already does this for ``COMM_WORLD`` at import (unless ``PNODE_MPI_ABORT=0``);
+    calling it again changes nothing."""
+    runtime.abort_on_exception(as_mpi4py(comm))
 
 
 class Reducer:
@@ -118,19 +111,28 @@ class Reducer:
         self.comm.Bcast(buf, root=0)
         return torch.from_numpy(buf)
 
-    def differing(self, facts):
-        """Names of the entries of the dict ``facts`` that are not equal on every rank
-        (collective; the same list on every rank)."""
+    def agree(self, facts, flags):
+        """One collective: ``(union, differing)`` where ``union`` is the sorted union of
+        every rank's list ``flags`` and ``differing`` the names of the entries of the dict
+        ``facts`` that are not equal on every rank (the same on every rank)."""
         if self.comm.Get_size() == 1:
-            return []
-        everyone = self.comm.allgather(facts)
-        return [k for k in facts if any(f.get(k) != everyone[0].get(k) for f in everyone)]
+            return sorted(set(flags)), []
+        everyone = self.comm.allgather((facts, list(flags)))
+        union = sorted({x for _, fl in everyone for x in fl})
+        differ = [k for k in facts if any(f.get(k) != everyone[0][0].get(k) for f, _ in everyone)]
+        return union, differ
 
     def any(self, flag):
         """Whether ``flag`` is true on any rank (collective)."""
         if self.comm.Get_size() == 1:
             return bool(flag)
         return bool(self.comm.allreduce(bool(flag), op=MPI.LOR))
+
+    def max(self, n):
+        """Largest of an int over the ranks (collective)."""
+        if self.comm.Get_size() == 1:
+            return int(n)
+        return int(self.comm.allreduce(int(n), op=MPI.MAX))
 
     def sum(self, x):
         """Sum of a float over the ranks (collective)."""
@@ -143,25 +145,26 @@ _HELD = {}  # communicator handle -> an empty PETSc Vec keeping PETSc's inner co
 
 
 def hold_comm(comm):
-    """Keep PETSc's inner duplicate of ``comm`` alive until :func:`release_comms`.
+    """Keep PETSc's inner duplicate of ``comm`` alive for the rest of the process.
 
     PETSc duplicates a communicator (collectively) when the first object on it is
-    created and frees the duplicate with the last object. After a failure, a rank whose
-    exception traceback still references PETSc objects frees them later than the other
-    ranks; without this the next solve would duplicate the communicator on one rank
-    only and hang in ``VecCreateMPI``.
+    created and frees the duplicate with the last object. Python frees PETSc objects
+    when their last reference goes, and a parallel object freed that way is not
+    destroyed but parked in PETSc's per-communicator garbage (``PetscObjectDelayedDestroy``)
+    until a collective ``PETSc.garbage_cleanup``. After a failure on one rank that rank's
+    exception can hold such references, so the ranks' objects (and with them the inner
+    communicator) would end at different times: the next solve would duplicate the
+    communicator on one rank only, and at exit petsc4py's garbage cleanup would
+    duplicate it on one rank while the other waits in the cleanup's reduction; both hang.
+    With one object held on every rank until PETSc finalises, the inner communicator
+    exists everywhere whenever one of those collectives runs. The holder is never
+    destroyed: releasing it at exit is exactly the one-rank-only free that hangs.
     """
     if comm.getSize() == 1:
         return
     key = comm.tompi4py().py2f()
     if key not in _HELD:
         _HELD[key] = PETSc.Vec().createMPI((0, 0), comm=comm)
-
-
-def release_comms():
-    """Destroy the communicator holders (at exit, in the same order on every rank)."""
-    for key in sorted(_HELD):
-        _HELD.pop(key).destroy()
 
 
 def new_vec(comm, n_local, n_global):

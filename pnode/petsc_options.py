@@ -1,76 +1,17 @@
-"""PETSc start-up and the options database.
+"""The options database: which value PETSc will use for each solver setting.
 
-PETSc is initialised with ``sys.argv`` when pnode is imported, so every solver setting
-can come from the command line (``python train.py -ts_type cn -ts_monitor``). Settings
+PETSc is initialised with ``sys.argv`` when pnode is imported (:mod:`pnode.runtime`), so
+every solver setting can come from the command line (``python train.py -ts_type cn
+-ts_monitor``). Settings
 made in code are *defaults*: :func:`option_defaults` inserts them under a solver's prefix
 only where the command line said nothing, and removes them again once the solver has read
 them, so they never leak into another solver.
 """
 import difflib
-import os
-import re
-import sys
 import warnings
 from contextlib import contextmanager
 
-from mpi4py import MPI  # noqa: F401  (loads libmpi before libpetsc needs it)
-import petsc4py
-
-
-# What PETSc's own options are called after any solver prefix ("-enc_ts_type"): only
-# these reach PETSc, so the flags of a script or of Jupyter ("-f kernel.json", "-n 3 -v",
-# "-h") are neither read by PETSc nor reported as unused PETSc options at exit.
-_PETSC_WORDS = ("ts", "snes", "ksp", "pc", "mat", "vec", "dm", "tao", "log", "options", "malloc",
-                "info", "on_error", "start_in_debugger", "debugger", "no_signal_handler", "viewer",
-                "draw", "help", "version", "history", "fp_trap", "device", "use_gpu_aware_mpi", "petsc")
-_PETSC_OPTION = re.compile(r"-(?:[A-Za-z0-9]+_)*?(?:%s)(?:_[A-Za-z0-9_]*)?$" % "|".join(_PETSC_WORDS))
-_NUMBER = re.compile(r"-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
-
-
-def _is_value(token):
-    """A token that is an option's value rather than another option."""
-    return not token.startswith("-") or bool(_NUMBER.match(token))
-
-
-def _init_args(argv, environ=os.environ):
-    """PETSc's view of the command line: the program name, the options that look like
-    PETSc's (with their values), and ``-no_signal_handler``.
-
-    Everything else (``--long`` flags, a script's short flags, Jupyter's ``-f file``)
-    belongs to someone else and, with the value after it, is left out. PETSc's signal
-    handler is off so that Ctrl-C, SIGTERM and a closed pipe behave as Python's do
-    (``PNODE_PETSC_SIGNAL_HANDLER=1`` keeps PETSc's crash handler for debugging).
-    """
-    # `python -c ...` leaves sys.argv == ['-c']: that is no PETSc option either.
-    prog = sys.executable if not argv or argv[0] in ("", "-c") else argv[0]
-    args, rest = [prog], list(argv)[1:]
-    while rest:
-        a = rest.pop(0)
-        keep = _PETSC_OPTION.match(a) is not None
-        if keep:
-            args.append(a)
-        while rest and _is_value(rest[0]):  # its value(s), PETSc's or not
-            v = rest.pop(0)
-            if keep:
-                args.append(v)
-    if environ.get("PNODE_PETSC_SIGNAL_HANDLER") != "1" and "-no_signal_handler" not in args:
-        args.append("-no_signal_handler")
-    return args
-
-
-petsc4py.init(_init_args(sys.argv))
-from petsc4py import PETSc  # noqa: E402
-
-from .petsc_c import limit_blas_threads  # noqa: E402
-from .tableaus import register_all  # noqa: E402
-
-limit_blas_threads()  # PETSc's BLAS threads would spin on torch's cores (PNODE_BLAS_THREADS)
-
-register_all()  # pnode's extra RK tableaus, for every TS of this process
-
-from .petsc_print import install as _route_printing  # noqa: E402
-
-_route_printing()  # PETSc's output through sys.stdout / sys.stderr
+from petsc4py import PETSc
 
 # The options the command line gave PETSc (whoever initialised it: pnode, or a program
 # that called petsc4py.init itself first), checked for misspellings by warn_unused.

@@ -15,11 +15,12 @@ from .bridge import StateLayout
 from .events import until_event
 from .integrator import Integrator
 from .methods import get_method
-from .parallel import as_petsc, release_comms
-from .params import differentiated
+from .parallel import as_petsc
+from .params import differentiated, unseen
 from .petsc_options import OptionSource
 from .timegrid import TimeGrid
-from .validate import check_options, check_prefix, check_t, check_tolerance
+from .settings import resolve
+from .validate import check_prefix, check_t, check_tolerance
 
 _LIVE = weakref.WeakSet()  # solvers to close at interpreter exit (see close_all)
 
@@ -78,7 +79,7 @@ class ODESolver:
         self.method = get_method(method)
         self.rtol = check_tolerance(rtol, "rtol")
         self.atol = check_tolerance(atol, "atol")
-        self.options = check_options(options, self.method)
+        self.settings = resolve(options, self.method)
         self.checkpoint = _ckpt.coerce(checkpoint)
         if petsc_options is not None and not isinstance(petsc_options, dict):
             raise TypeError("petsc_options must be a dict like {'ts_monitor': None}")
@@ -86,7 +87,7 @@ class ODESolver:
         self.petsc_options = dict(petsc_options or {})
         self.comm = as_petsc(comm)
         self._adjoint_params = None if adjoint_params is None else list(adjoint_params)
-        self._integrator = Integrator(func, self.method, self.options, self.checkpoint,
+        self._integrator = Integrator(func, self.method, self.settings, self.checkpoint,
                                       OptionSource(prefix, self.petsc_options), self.comm,
                                       self.rtol, self.atol)
         if not isinstance(progress, bool):
@@ -94,6 +95,7 @@ class ODESolver:
         if callback is not None and not callable(callback):
             raise TypeError("callback must be callable: callback(t, y, stats)")
         self._integrator.progress, self._integrator.callback = progress, callback
+        self._unseen = None  # what the first differentiated call found func using but not differentiating
         _LIVE.add(self)
 
     def __call__(self, y0, t, *, recompute_forward=False):
@@ -112,10 +114,12 @@ class ODESolver:
         """
         layout = StateLayout.of(y0)
         times = check_t(t)
-        if isinstance(t, torch.Tensor) and t.requires_grad and "mass" in self.options:
+        if isinstance(t, torch.Tensor) and t.requires_grad and self.settings.implicit.mass is not None:
             raise ValueError("gradients with respect to t need dy/dt, which options['mass'] leaves implicit: "
                              "pass t without requires_grad")
-        grid = TimeGrid.of(times, self.options, self.func, y0, t)
+        grid = TimeGrid.of(times, self.settings.grid, self.func, y0, t)
+        if torch.is_grad_enabled():
+            self._integrator.unseen = self._check_unseen(layout, y0, times)
         return solve(self._integrator, layout, y0, grid, self.params, record=not recompute_forward, t=t)
 
     def until_event(self, y0, t, event_fn):
@@ -123,12 +127,26 @@ class ODESolver:
         crosses zero; returns ``(event_t, ys)`` (see :func:`pnode.events.until_event`)."""
         return until_event(self, self._integrator, y0, t, event_fn)
 
+    def _check_unseen(self, layout, y0, times):
+        """``(missing, error)``: tensors ``func`` uses that need a gradient pnode would not
+        compute (found once, by one evaluation with a graph at ``(t[0], y0)``; see
+        :func:`pnode.params.unseen`), and the exception that evaluation raised."""
+        if self._unseen is not None:
+            return self._unseen, None
+        fields = [f for f in (self.func, self.settings.func_explicit) if f is not None]
+        y = layout.unflatten(layout.flatten(y0).detach())
+        t0 = torch.tensor(times[0], dtype=layout.dtype, device=layout.device)
+        missing, error = unseen(fields, t0, y, self.params)
+        if error is None:  # an evaluation that raised is looked at again next call
+            self._unseen = missing
+        return missing, error
+
     @property
     def params(self):
         """Tensors that receive gradients (``requires_grad`` ones only): ``adjoint_params``
         if given, else the parameters of ``func`` (an ``nn.Module``) or of the modules a
         plain ``func`` refers to (see :mod:`pnode.params`), and of ``func_explicit``."""
-        return differentiated(self.func, self.options.get("func_explicit"), self._adjoint_params)
+        return differentiated(self.func, self.settings.func_explicit, self._adjoint_params)
 
     @property
     def stats(self):
@@ -164,4 +182,3 @@ def close_all():
     """Close every live solver (registered with atexit by pnode)."""
     for solver in list(_LIVE):
         solver.close()
-    release_comms()

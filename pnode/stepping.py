@@ -10,8 +10,7 @@ import math
 import warnings
 
 from .errors import user_stacklevel
-from .petsc_c import rk_has_embedded, set_adapt_type
-from .validate import DEFAULT_MAX_STEPS
+from .clib import rk_has_embedded, set_adapt_type
 
 _WARNED = set()  # tableaus already reported as fixed-step
 
@@ -21,7 +20,7 @@ class StepControl:
 
     Args:
         method: the :class:`~pnode.methods.Method`.
-        options: the solver's validated ``options`` dict.
+        steps: the solver's :class:`~pnode.settings.StepSettings`.
         source: the solver's :class:`~pnode.petsc_options.OptionSource`.
         rtol, atol: the solver's tolerances (for the initial-step heuristic).
 
@@ -32,19 +31,19 @@ class StepControl:
             ``options["step_size"]``), else None.
     """
 
-    def __init__(self, method, options, source, rtol, atol, open_end=False):
-        self.method, self.options, self.rtol, self.atol = method, options, rtol, atol
+    def __init__(self, method, steps, source, rtol, atol, open_end=False):
+        self.method, self.steps, self.rtol, self.atol = method, steps, rtol, atol
         self.open_end = open_end  # an event ends the solve, not s[-1] (so no step count to check)
-        default_fixed = "step_size" in options or not method.adaptive
+        default_fixed = steps.step_size is not None or not method.adaptive
         self.adapt_type = source.get("ts_adapt_type") or ("none" if default_fixed else "basic")
         self.fixed = self.adapt_type == "none"
         self._dt_option = _step_option(source)
         for key in ("ts_rtol", "ts_atol"):  # PETSc accepts negative tolerances silently
             _positive(source, key)
-        self.max_steps = options.get("max_num_steps", DEFAULT_MAX_STEPS)
+        self.max_steps = steps.max_num_steps
         self._adapt_given = source.get("ts_adapt_type") is not None
         self._no_estimator = False  # the tableau the command line chose cannot adapt
-        self.grid_dt = self._dt_option if self._dt_option is not None else options.get("step_size")
+        self.grid_dt = self._dt_option if self._dt_option is not None else steps.step_size
         self._out = None
         self._step = None
 
@@ -54,12 +53,12 @@ class StepControl:
         weighted error norm."""
         opts = {"ts_adapt_type": self.adapt_type, "ts_rtol": self.rtol, "ts_atol": self.atol,
                 "ts_max_steps": self.max_steps}
-        if self.options.get("min_step", 0.0) > 0:
-            opts["ts_adapt_dt_min"] = self.options["min_step"]
-        if math.isfinite(self.options.get("max_step", math.inf)):
-            opts["ts_adapt_dt_max"] = self.options["max_step"]
-        if "norm" in self.options:
-            opts["ts_adapt_wnormtype"] = {"rms": "2", "max": "infinity"}[self.options["norm"]]
+        if self.steps.min_step > 0:
+            opts["ts_adapt_dt_min"] = self.steps.min_step
+        if math.isfinite(self.steps.max_step):
+            opts["ts_adapt_dt_max"] = self.steps.max_step
+        if self.steps.norm is not None:
+            opts["ts_adapt_wnormtype"] = {"rms": "2", "max": "infinity"}[self.steps.norm]
         return opts
 
     def first_step(self, s, y0, rhs, rms):
@@ -74,15 +73,15 @@ class StepControl:
         self._out = s
         if self._dt_option is not None:
             dt = self._dt_option
-        elif "step_size" in self.options:
-            dt = self.options["step_size"]
-        elif "first_step" in self.options:
-            dt = self.options["first_step"]
+        elif self.steps.step_size is not None:
+            dt = self.steps.step_size
+        elif self.steps.first_step is not None:
+            dt = self.steps.first_step
         elif not self.method.adaptive or self._no_estimator:
             dt = s[-1] - s[0]  # one step per output interval, as torchdiffeq does
         else:
             dt = initial_step(s, y0, rhs, rms, self.rtol, self.atol, self.method.order)
-            dt = min(max(dt, self.options.get("min_step", 0.0)), self.options.get("max_step", math.inf), s[-1] - s[0])
+            dt = min(max(dt, self.steps.min_step), self.steps.max_step, s[-1] - s[0])
         dt = float(dt)
         if self.fixed:
             self._check_count(s, dt)

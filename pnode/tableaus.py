@@ -8,12 +8,11 @@ built-in tableaus, and they are reachable from the command line too
 (``-ts_type rk -ts_rk_type tsit5``, ``-ts_type arkimex -ts_arkimex_type sdirk2``). The method registry (:mod:`pnode.methods`) names
 them by their PETSc name.
 """
-import ctypes
 from dataclasses import dataclass
 from fractions import Fraction as F
 from typing import Optional, Tuple
 
-from .petsc_c import libpetsc
+from .clib import dirk_register, rk_register
 
 
 class _Butcher:
@@ -196,33 +195,11 @@ DIRK_TABLEAUS = {t.name: t for t in (
 )}
 
 
-_registered = False
-
-
 def register_all():
-    """Register every tableau of :data:`TABLEAUS` with PETSc (once per process)."""
-    global _registered
-    if _registered:
-        return
-    lib = libpetsc()
-    real = ctypes.c_double
+    """Register every tableau of :data:`TABLEAUS` and :data:`DIRK_TABLEAUS` with PETSc
+    (called once per process by :mod:`pnode.runtime`); returns their names."""
     for tab in TABLEAUS.values():
-        s = tab.stages
-        arr = lambda xs: (real * s)(*[float(x) for x in xs])  # noqa: E731
-        A = (real * (s * s))(*tab.dense_A())
-        err = lib.TSRKRegister(tab.name.encode(), ctypes.c_int(tab.order), ctypes.c_int(s), A, arr(tab.b),
-                               arr(tab.c), arr(tab.bembed) if tab.bembed is not None else None,
-                               ctypes.c_int(0), None)
-        if err != 0:
-            raise RuntimeError(f"TSRKRegister({tab.name!r}) failed with PETSc error {err}")
+        rk_register(tab.name, tab.order, tab.dense_A(), tab.b, tab.c, tab.bembed)
     for tab in DIRK_TABLEAUS.values():
-        s = tab.stages
-        arr = lambda xs: (real * s)(*[float(x) for x in xs])  # noqa: E731
-        zeros = (real * (s * s))()  # the unused explicit part
-        err = lib.TSARKIMEXRegister(tab.name.encode(), ctypes.c_int(tab.order), ctypes.c_int(s),
-                                    (real * (s * s))(*tab.dense_A()), arr(tab.b), arr(tab.c), zeros, arr(tab.b),
-                                    arr(tab.c), None, None, ctypes.c_int(0), None, None)
-        if err != 0:
-            raise RuntimeError(f"TSARKIMEXRegister({tab.name!r}) failed with PETSc error {err}")
-    _registered = True
-
+        dirk_register(tab.name, tab.order, tab.dense_A(), tab.b, tab.c)
+    return list(TABLEAUS) + list(DIRK_TABLEAUS)

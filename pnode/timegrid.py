@@ -34,16 +34,13 @@ class TimeGrid:
         return len(self.times) != len(self.outputs)
 
     @classmethod
-    def of(cls, times, options, func=None, y0=None, t=None):
-        """The grid for output ``times`` (floats) under ``options`` (validated)."""
-        forced, jumps = set(), set()
-        for key, into in (("step_t", (forced,)), ("jump_t", (forced, jumps))):
-            if key in options:
-                for x in options[key]:
-                    for s in into:
-                        s.add(x)
-        if "grid_constructor" in options and len(times) > 1:
-            forced.update(_constructed(options["grid_constructor"], func, y0, t, times))
+    def of(cls, times, grid, func=None, y0=None, t=None):
+        """The grid for output ``times`` (floats) under ``grid``, the solver's
+        :class:`~pnode.settings.GridSettings`."""
+        forced = set(grid.step_t) | set(grid.jump_t)
+        jumps = set(grid.jump_t)
+        if grid.grid_constructor is not None and len(times) > 1:
+            forced.update(_constructed(grid.grid_constructor, func, y0, t, times))
         if len(times) < 2 or not forced:
             return cls(tuple(times), tuple(range(len(times))), frozenset())
         lo, hi = min(times[0], times[-1]), max(times[0], times[-1])

@@ -14,8 +14,8 @@ from .forms.jacobians import MassMatrix
 from .parallel import hold_comm, new_vec
 
 
-def _mass(options, layout):
-    return MassMatrix(options["mass"], layout) if "mass" in options else None
+def _mass(implicit, layout):
+    return MassMatrix(implicit.mass, layout) if implicit.mass is not None else None
 
 
 class Workspace:
@@ -31,7 +31,7 @@ class Workspace:
             IMEX part (or None).
         trap: the solver's :class:`~pnode.errors.CallbackTrap`.
         reducer: the :class:`~pnode.parallel.Reducer`.
-        options: the solver's validated ``options`` (mass, jacobian, preconditioner).
+        implicit: the solver's :class:`~pnode.settings.ImplicitSettings` (mass, Jacobian, PC).
         post_step: ``post_step(ts)`` run after every accepted step.
 
     Attributes:
@@ -40,10 +40,10 @@ class Workspace:
         key: the configuration this workspace serves.
     """
 
-    def __init__(self, comm, prefix, sizes, form, n_out, dyn, dyn_ex, trap, reducer, options, pre_step, post_step):
+    def __init__(self, comm, prefix, sizes, form, n_out, dyn, dyn_ex, trap, reducer, implicit, pre_step, post_step):
         hold_comm(comm)
-        mass = _mass(options, dyn.layout)
-        blocks = self.blocks_of(dyn.layout, form, options, mass)
+        mass = _mass(implicit, dyn.layout)
+        blocks = self.blocks_of(dyn.layout, form, implicit, mass)
         self.key = (sizes.key(), form, n_out, blocks)
         self.sizes = sizes
         self.u = new_vec(comm, *sizes.state)
@@ -54,17 +54,17 @@ class Workspace:
             ts.setOptionsPrefix(prefix)
         ts.setProblemType(PETSc.TS.ProblemType.NONLINEAR)
         self.wiring = Wiring(ts, form, sizes, reducer, dyn, dyn_ex, trap, mass=mass,
-                             dense=options.get("jacobian") == "dense",
-                             preconditioner=options.get("preconditioner"), blocks=blocks)
+                             dense=implicit.jacobian == "dense",
+                             preconditioner=implicit.preconditioner, blocks=blocks)
         ts.setPreStep(trap.wrap(pre_step))
         ts.setPostStep(trap.wrap(post_step))
         ts.setExactFinalTime(PETSc.TS.ExactFinalTime.MATCHSTEP)
 
     @staticmethod
-    def blocks_of(layout, form, options, mass=None):
+    def blocks_of(layout, form, implicit, mass=None):
         """``(B, d)`` when the default PC uses per-sample block Jacobians, else None."""
-        choice = options.get("jacobian")
-        if form == "rhs" or choice not in (None, "auto", "block") or options.get("preconditioner") is not None:
+        choice = implicit.jacobian
+        if form == "rhs" or choice not in ("auto", "block") or implicit.preconditioner is not None:
             return None
         blocks = block_shape(layout, mass)
         if blocks is None and choice == "block":
@@ -74,9 +74,9 @@ class Workspace:
         return blocks
 
     @classmethod
-    def key_of(cls, sizes, form, n_out, layout, options):
+    def key_of(cls, sizes, form, n_out, layout, implicit):
         """The configuration key a workspace is reusable for."""
-        return (sizes.key(), form, n_out, cls.blocks_of(layout, form, options, _mass(options, layout)))
+        return (sizes.key(), form, n_out, cls.blocks_of(layout, form, implicit, _mass(implicit, layout)))
 
     def destroy(self):
         """Destroy every PETSc object (the workspace is unusable afterwards)."""

@@ -19,10 +19,13 @@
 #   PNODE_SYSTEM_PETSC4PY=1  use the petsc4py importable by $PYTHON (conda, distro): the
 #                       venv sees system site-packages and no PETSc is built
 #   PNODE_EXTRAS        extras installed with pnode (default: test,examples)
+#   PNODE_VENV          where to build the environment (default: .venv at the repository root)
+#   PNODE_PETSC_CONFIGURE  extra PETSc configure options (e.g. --with-64-bit-indices; part of
+#                       the wheel cache key, so each set of options gets its own wheels)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-VENV="$ROOT/.venv"
+VENV="${PNODE_VENV:-$ROOT/.venv}"
 LOGDIR="$VENV/logs"
 PYTHON=${PYTHON:-python3}
 TORCH_REQ=${PNODE_TORCH:-torch==2.13.0}
@@ -168,6 +171,7 @@ else
   REVOLVE=$(build_revolve)
   opts="--with-fc=0 --with-debugging=0 COPTFLAGS=-O2 CXXOPTFLAGS=-O2"
   opts="$opts --with-revolve-include=$REVOLVE/include --with-revolve-lib=$REVOLVE/lib/librevolve.a"
+  opts="$opts ${PNODE_PETSC_CONFIGURE:-}"
   if [ "$CUDA" = 1 ]; then
     command -v nvcc >/dev/null || die "--cuda needs nvcc on PATH"
     opts="$opts --with-cuda=1 --with-cudac=$(command -v nvcc)"

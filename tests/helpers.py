@@ -157,6 +157,24 @@ def run_python(*args, ranks=None, timeout=120, cwd=None, env=None):
                           env=subprocess_env() if env is None else env, cwd=cwd)
 
 
+def run_job(script, *args, ranks, limit):
+    """tests/SCRIPT under ``mpiexec -n RANKS`` in its own process group, killed (all of it)
+    after ``limit`` seconds; returns ``(returncode or None if it had to be killed, stdout,
+    stderr, seconds)``. For tests that a job ends by itself."""
+    cmd = [MPIEXEC, "-n", str(ranks), sys.executable, os.path.join(TESTS, script), *map(str, args)]
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=subprocess_env(), start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=limit)
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        out, err = proc.communicate()
+        code = None
+    return code, out, err, time.monotonic() - start
+
+
 def run_worker(script, *args, ranks, timeout=240):
     """tests/SCRIPT under ``mpiexec -n RANKS``; returns the CompletedProcess."""
     return run_python(os.path.join(TESTS, script), *args, ranks=ranks, timeout=timeout)

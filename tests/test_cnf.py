@@ -165,7 +165,7 @@ def test_backward_uses_the_noise_of_its_own_solve():
 
 
 def test_mpi_two_ranks_match_one_rank(tmp_path):
-    proc = run_worker("cnf_mpi_worker.py", tmp_path, ranks=2, timeout=240)
+    proc = run_worker("workers/cnf_mpi_worker.py", tmp_path, ranks=2, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for case in ("exact", "hutchinson"):
         r = dict(np.load(tmp_path / f"{case}.npz"))

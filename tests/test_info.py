@@ -10,7 +10,7 @@ def test_info_reports_revolve_and_versions(capsys):
     out = capsys.readouterr().out
     for key in ("pnode", "torch", "petsc ", "revolve", "petsc4py", "mpi4py", "scalar_type"):
         assert key in out
-    from pnode.info import info_dict
+    from pnode.versions import info_dict
     d = info_dict()
     major, minor = (int(x) for x in d["petsc"].split(".")[:2])
     assert (major, minor) >= (3, 23)
@@ -32,7 +32,7 @@ def test_info_reports_the_paths_in_use():
 
     import petsc4py
 
-    from pnode.info import info_dict
+    from pnode.versions import info_dict
     d = info_dict()
     prefix = os.path.realpath(sys.prefix)
     lib = d["petsc_lib"]
@@ -41,7 +41,7 @@ def test_info_reports_the_paths_in_use():
     assert os.path.dirname(petsc4py.__file__) in d["petsc4py"]
 
 
-_BLAS_PROBE = ("import pnode, json; from pnode.petsc_c import blas_threads; "
+_BLAS_PROBE = ("import pnode, json; from pnode.clib import blas_threads; "
                "print(json.dumps(blas_threads()))")
 
 

@@ -33,7 +33,7 @@ def runs(tmp_path_factory):
     dirs = {}
     for n in (1, 2, 3):
         d = tmp_path_factory.mktemp(f"ranks{n}")
-        proc = run_worker("mpi_worker.py", "all", d, ranks=n)
+        proc = run_worker("workers/mpi_worker.py", "all", d, ranks=n)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         dirs[n] = d
     return dirs
@@ -53,7 +53,7 @@ def test_same_loss_and_gradients_on_1_2_3_ranks(case, runs):
 
 def test_failing_rank_ends_the_job_quickly(tmp_path):
     start = time.time()
-    proc = run_worker("mpi_worker.py", "raise", "-", ranks=2, timeout=60)
+    proc = run_worker("workers/mpi_worker.py", "raise", "-", ranks=2, timeout=60)
     assert proc.returncode != 0
     assert time.time() - start < 30
     assert "deliberate failure on rank 1" in proc.stdout + proc.stderr

@@ -6,31 +6,22 @@ given step boundaries, so the tests check pnode's bridge and adjoint against aut
 through a separate, plain implementation of the very same scheme. ``rk4`` is the classical
 fixed-step RK4 written out, for tuple states.
 """
-import ctypes
-
 import torch
 from petsc4py import PETSc
 
-from pnode.petsc_c import libpetsc  # only the library handle; the arithmetic below is plain torch
+from pnode.clib import rk_tableau as petsc_rk_tableau  # PETSc's numbers; the arithmetic below is plain torch
 
 
 def rk_tableau(rk_type):
     """(A, b, c) of PETSc's RK tableau ``rk_type`` as float64 tensors."""
-    lib = libpetsc()
     ts = PETSc.TS().create(comm=PETSc.COMM_SELF)
     try:
         ts.setType("rk")
         ts.setRKType(rk_type)
-        s = ctypes.c_int()
-        A, b, c = (ctypes.POINTER(ctypes.c_double)() for _ in range(3))
-        err = lib.TSRKGetTableau(ctypes.c_void_p(ts.handle), ctypes.byref(s), ctypes.byref(A),
-                                 ctypes.byref(b), ctypes.byref(c), None, None, None, None)
-        assert err == 0
-        n = s.value
-        At = torch.tensor([A[i] for i in range(n * n)], dtype=torch.float64).reshape(n, n)
-        bt = torch.tensor([b[i] for i in range(n)], dtype=torch.float64)
-        ct = torch.tensor([c[i] for i in range(n)], dtype=torch.float64)
-        return At, bt, ct
+        A, b, c, _ = petsc_rk_tableau(ts)
+        n = len(b)
+        f64 = dict(dtype=torch.float64)
+        return torch.tensor(A, **f64).reshape(n, n), torch.tensor(b, **f64), torch.tensor(c, **f64)
     finally:
         ts.destroy()
 

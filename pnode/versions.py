@@ -3,7 +3,8 @@ import os
 import platform
 import sys
 
-from .petsc_c import blas_threads, loaded_library_path
+from . import runtime
+from .clib import blas_threads, loaded_library_path
 
 
 def info_dict():
@@ -44,6 +45,7 @@ def info_dict():
         "petsc4py": f"{petsc4py.__version__} ({os.path.dirname(petsc4py.__file__)})",
         "mpi": MPI.Get_library_version().strip().splitlines()[0],
         "mpi4py": mpi4py.__version__,
+        **{f"effect: {k}": v for k, v in runtime.effects().items()},
         **({"petsc_pkg_config": configure} if configure else {}),
     }
 
@@ -81,7 +83,8 @@ def _configure_options():
 
 def info(file=None):
     """Print pnode, torch, PETSc (version, configure options, revolve, scalar type),
-    petsc4py, MPI library and mpi4py versions."""
+    petsc4py, MPI library and mpi4py versions, and every process-wide effect pnode
+    applied (``effect: ...`` lines; :mod:`pnode.runtime` lists each one's opt-out)."""
     d = info_dict()
     d.pop("petsc_pkg_config", None)
     width = max(len(k) for k in d)

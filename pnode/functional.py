@@ -1,7 +1,9 @@
-"""The functional API, a drop-in for torchdiffeq's ``odeint``/``odeint_adjoint``."""
+"""The functional API, a drop-in for torchdiffeq's ``odeint``/``odeint_adjoint``/``odeint_event``."""
 import types
 import warnings
 from collections import OrderedDict
+
+import torch
 
 from .solver import ODESolver
 
@@ -121,3 +123,26 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
 
 
 odeint_adjoint = odeint
+
+
+def odeint_event(func, y0, t0, *, event_fn, reverse_time=False, odeint_interface=None, **kwargs):
+    """Solve from ``t0`` until ``event_fn(t, y)`` crosses zero (torchdiffeq's signature).
+
+    Args:
+        func: the vector field ``func(t, y)``.
+        y0: initial state (Tensor or tuple of Tensors).
+        t0: start time (0-d tensor or float; may require grad).
+        event_fn: ``event_fn(t, y) -> scalar``; the solve stops at its first zero.
+        reverse_time: integrate towards decreasing ``t`` (``event_fn`` sees the true time).
+        odeint_interface: ignored beyond pnode's own ``odeint`` (accepted for torchdiffeq
+            compatibility).
+        **kwargs: ``rtol``, ``atol``, ``method``, ``options``, ... as for
+            :func:`pnode.odeint`.
+
+    Returns:
+        ``(event_t, ys)``: event time and the states at ``t0`` and at the event,
+        ``(2, *y0.shape)``; both differentiable.
+    """
+    t0 = torch.as_tensor(t0, dtype=torch.float64 if not isinstance(t0, torch.Tensor) else t0.dtype).reshape(-1)
+    t = torch.cat([t0, t0.detach() + (-1.0 if reverse_time else 1.0)])
+    return odeint(func, y0, t, event_fn=event_fn, **kwargs)

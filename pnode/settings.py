@@ -1,0 +1,217 @@
+"""The user's ``options`` dict (torchdiffeq's interface), validated once and resolved into
+typed, immutable settings; no other module reads the raw dict.
+
+:func:`resolve` checks every key against the method (each error names the key) and
+returns :class:`Settings`: the step control (:class:`StepSettings`), the forced step
+boundaries (:class:`GridSettings`), the implicit solve (:class:`ImplicitSettings`) and
+the IMEX split (``func_explicit``).
+"""
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Tuple
+
+import torch
+
+from .methods import OPTION_KEYS
+
+INT32_MAX = 2**31 - 1  # the largest step count PETSc's 32-bit PetscInt can count
+DEFAULT_MAX_STEPS = 10**6  # a finite default, so an absurd step size cannot run forever
+JACOBIANS = ("auto", "block", "matrix-free", "dense")  # auto: blocks where the field allows
+NORMS = ("rms", "max")  # -> PETSc's -ts_adapt_wnormtype 2 / infinity
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """How steps are chosen (user time units).
+
+    Attributes:
+        step_size: fixed step, or None for the method's default (adaptive if it can).
+        first_step: the first adaptive step, or None for the initial-step heuristic.
+        max_num_steps: the most steps a solve may take.
+        min_step, max_step: adaptive step limits (0 and inf: none).
+        norm: ``"rms"``/``"max"`` error norm, or None for PETSc's default (RMS).
+    """
+
+    step_size: Optional[float] = None
+    first_step: Optional[float] = None
+    max_num_steps: int = DEFAULT_MAX_STEPS
+    min_step: float = 0.0
+    max_step: float = math.inf
+    norm: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class GridSettings:
+    """Forced step boundaries (torchdiffeq's ``step_t``, ``jump_t``, ``grid_constructor``,
+    ``perturb``); times sorted, user units."""
+
+    step_t: Tuple[float, ...] = ()
+    jump_t: Tuple[float, ...] = ()
+    grid_constructor: Optional[Callable] = None
+    perturb: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class ImplicitSettings:
+    """The implicit solve: theta method, Jacobian, preconditioner, mass matrix.
+
+    Attributes:
+        theta, endpoint: the theta method's theta in (0, 1] and endpoint form.
+        jacobian: ``"auto"``, ``"block"``, ``"dense"`` or ``"matrix-free"``.
+        preconditioner: ``prec(t, y, shift, r, transpose) -> z``, or None.
+        mass: ``M`` in ``M y' = f`` (a tensor), or None for the identity.
+    """
+
+    theta: float = 0.5
+    endpoint: bool = False
+    jacobian: str = "auto"
+    preconditioner: Optional[Callable] = None
+    mass: Optional[Any] = None
+
+
+@dataclass(frozen=True, eq=False)
+class Settings:
+    """Everything ``options`` said, resolved (see :func:`resolve`).
+
+    Attributes:
+        steps, grid, implicit: :class:`StepSettings`, :class:`GridSettings`,
+            :class:`ImplicitSettings`.
+        func_explicit: the explicit part of an IMEX split, or None.
+    """
+
+    steps: StepSettings = StepSettings()
+    grid: GridSettings = GridSettings()
+    implicit: ImplicitSettings = ImplicitSettings()
+    func_explicit: Optional[Callable] = None
+
+
+def _times(values):
+    """Finite times as a sorted tuple of floats (any order, any 1-D container)."""
+    if isinstance(values, torch.Tensor):
+        if values.dim() > 1:
+            raise ValueError(f"got shape {tuple(values.shape)}")
+        values = values.detach().to(torch.float64).cpu().reshape(-1).tolist()
+    out = sorted(float(x) for x in values)
+    if not all(math.isfinite(x) for x in out):
+        raise ValueError("not finite")
+    return tuple(out)
+
+
+def _positive(out, key):
+    v = out[key]
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (v > 0 and math.isfinite(v)):
+        raise ValueError(f"options['{key}'] must be a positive number (the direction follows t), got {v!r}")
+    return float(v)
+
+
+def _non_negative(out, key):
+    v = out[key]
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not v >= 0 or math.isnan(v):
+        raise ValueError(f"options['{key}'] must be a non-negative number, got {v!r}")
+    return float(v)
+
+
+def resolve(options, method):
+    """Validate ``options`` (a dict or None) against ``method`` and resolve it.
+
+    Raises:
+        TypeError/ValueError naming the offending key.
+    """
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise TypeError(f"options must be a dict, got {type(options).__name__}")
+    unknown = set(options) - set(OPTION_KEYS)
+    if unknown:
+        raise ValueError(f"unknown options {sorted(unknown)}; valid keys: {', '.join(OPTION_KEYS)}")
+    _check_accepted(options)
+    settings = Settings(steps=_steps(options), grid=_grid(options), implicit=_implicit(options),
+                        func_explicit=_callable(options, "func_explicit", "options['func_explicit'] must be callable"))
+    for key in options:
+        if key not in method.option_keys:
+            raise ValueError(f"options['{key}'] needs an implicit method, not {method.name!r}")
+    return settings
+
+
+def _steps(out):
+    kw = {k: _positive(out, k) for k in ("step_size", "first_step") if k in out}
+    kw.update({k: _non_negative(out, k) for k in ("min_step", "max_step") if k in out})
+    if kw.get("min_step", 0) > kw.get("max_step", math.inf):
+        raise ValueError(f"options['min_step']={kw['min_step']} exceeds options['max_step']={kw['max_step']}")
+    if "max_num_steps" in out:
+        v = out["max_num_steps"]
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not 1 <= v <= INT32_MAX:
+            raise ValueError(f"options['max_num_steps'] must be a positive int below 2**31, got {v!r}")
+        kw["max_num_steps"] = int(v)
+    if "norm" in out:
+        if out["norm"] not in NORMS:
+            what = "a callable" if callable(out["norm"]) else repr(out["norm"])
+            raise ValueError(f"options['norm'] must be one of {', '.join(map(repr, NORMS))} (PETSc's weighted error "
+                             f"norms: RMS, torchdiffeq's default, or max), got {what}; PETSc's step controller "
+                             "cannot call a Python norm: TSAdapt measures the error with its own weighted norm "
+                             "(-ts_adapt_wnormtype) and petsc4py has no Python TSAdapt to replace it (see "
+                             "docs/guides/from_torchdiffeq.md)")
+        kw["norm"] = out["norm"]
+    return StepSettings(**kw)
+
+
+def _grid(out):
+    kw = {}
+    for key in ("step_t", "jump_t"):
+        if key in out:
+            try:
+                kw[key] = _times(out[key])
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"options['{key}'] must be a 1-D tensor or sequence of finite times: {err}") from None
+    if "perturb" in out:
+        if not isinstance(out["perturb"], bool):
+            raise TypeError(f"options['perturb'] must be True or False, got {out['perturb']!r}")
+        kw["perturb"] = out["perturb"]
+    if "grid_constructor" in out:
+        kw["grid_constructor"] = _callable(out, "grid_constructor", "options['grid_constructor'] must be callable: "
+                                                                    "grid_constructor(func, y0, t) -> times")
+        if "step_size" in out:
+            raise ValueError("options['grid_constructor'] and options['step_size'] both set the steps: give one")
+    return GridSettings(**kw)
+
+
+def _implicit(out):
+    kw = {}
+    if "theta" in out:
+        v = out["theta"]
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v <= 1:
+            raise ValueError(f"options['theta'] must be a number in (0, 1], got {v!r}")
+        kw["theta"] = float(v)
+    if "endpoint" in out:
+        if not isinstance(out["endpoint"], bool):
+            raise TypeError(f"options['endpoint'] must be True or False, got {out['endpoint']!r}")
+        kw["endpoint"] = out["endpoint"]
+    if out.get("jacobian") is not None:
+        if out["jacobian"] not in JACOBIANS:
+            raise ValueError(f"options['jacobian'] must be one of {', '.join(JACOBIANS)}, got {out['jacobian']!r}")
+        kw["jacobian"] = out["jacobian"]
+    if "mass" in out:
+        if isinstance(out["mass"], torch.Tensor) and not out["mass"].is_floating_point():
+            raise TypeError(f"options['mass'] must be a real floating-point tensor, got {out['mass'].dtype}")
+        kw["mass"] = out["mass"]
+    kw["preconditioner"] = _callable(out, "preconditioner", "options['preconditioner'] must be callable: "
+                                                            "prec(t, y, shift, r, transpose) -> z")
+    return ImplicitSettings(**kw)
+
+
+def _callable(out, key, message):
+    value = out.get(key)
+    if value is not None and not callable(value):
+        raise TypeError(message)
+    return value
+
+
+def _check_accepted(out):
+    """torchdiffeq's keys pnode accepts without effect: checked, then dropped."""
+    if "dtype" in out and out["dtype"] not in (torch.float32, torch.float64):
+        raise TypeError(f"options['dtype'] must be torch.float32 or torch.float64, got {out['dtype']!r} (pnode "
+                        "keeps times in float64 whatever it is)")
+    if "interp" in out and out["interp"] not in ("linear", "cubic"):
+        raise ValueError(f"options['interp'] must be 'linear' or 'cubic', got {out['interp']!r} (pnode steps onto "
+                         "every output time, so nothing is interpolated)")
