@@ -47,4 +47,18 @@ autodoc_preserve_defaults = True  # show `comm=MPI.COMM_WORLD`, not the object's
 
 html_theme = "alabaster"
 html_title = f"pnode {release}"
-html_static_path = []
+html_static_path = ["_static"]  # custom.css: alabaster includes it after its own
+# A wider page (alabaster's default body is 940 px, too narrow for the code and the tables).
+html_theme_options = {"page_width": "min(1400px, 96vw)", "sidebar_width": "230px", "body_max_width": "none"}
+
+
+def _benchmark_sections_are_orphans(app, docname, source):
+    """docs/benchmarks_<name>.md (written by each benchmark script) are also assembled into
+    benchmarks.md, which the navigation lists; each stays reachable as its own page (other
+    pages link to it) without a second, uncaptioned list of eight pages in the sidebar."""
+    if docname.startswith("benchmarks_"):
+        source[0] = "---\norphan: true\n---\n" + source[0]
+
+
+def setup(app):
+    app.connect("source-read", _benchmark_sections_are_orphans)

@@ -102,7 +102,7 @@ def test_nll(cnf, x_test, logdet_std, comm, chunk, trace):
     return -allreduce_sum(total, comm) / len(x_test) + logdet_std
 
 
-def plot(cnf, args, train, mean, std, path):
+def plot(cnf, args, train, mean, std, path, iters, nll, base):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -116,17 +116,21 @@ def plot(cnf, args, train, mean, std, path):
         logp = torch.cat([cnf.log_prob(c, local=True) for c in gt.split(2048)]).numpy() - np.log(std).sum()
         s = cnf.sample(args.samples).numpy() * std + mean
     aspect = (hi[1] - lo[1]) / (hi[0] - lo[0])
-    fig, ax = plt.subplots(1, 3, figsize=(13, 13 / 3 * aspect + 0.6))
-    ax[0].hist2d(train[:, 0], train[:, 1], bins=120, range=[[lo[0], hi[0]], [lo[1], hi[1]]], cmap="viridis")
+    fig, ax = plt.subplots(1, 3, figsize=(14, 14 / 3 * aspect + 1.2))
+    box = [[lo[0], hi[0]], [lo[1], hi[1]]]
+    *_, im0 = ax[0].hist2d(train[:, 0], train[:, 1], bins=120, range=box, cmap="viridis")
     ax[0].set_title(f"training data ({args.data})")
-    ax[1].pcolormesh(xx, yy, np.exp(logp).reshape(xx.shape), cmap="viridis", shading="auto")
-    ax[1].set_title("learned density")
-    ax[2].hist2d(s[:, 0], s[:, 1], bins=120, range=[[lo[0], hi[0]], [lo[1], hi[1]]], cmap="viridis")
-    ax[2].set_title("samples")
-    for a in ax:
+    im1 = ax[1].pcolormesh(xx, yy, np.exp(logp).reshape(xx.shape), cmap="viridis", shading="auto")
+    ax[1].set_title("learned density p(x)")
+    *_, im2 = ax[2].hist2d(s[:, 0], s[:, 1], bins=120, range=box, cmap="viridis")
+    ax[2].set_title(f"{args.samples} samples of the flow")
+    for a, im, label in zip(ax, (im0, im1, im2), ("points per bin", "density", "samples per bin")):
         a.set_aspect("equal")
-        a.set_xticks([])
-        a.set_yticks([])
+        a.set_xlabel("x1")
+        a.set_ylabel("x2")
+        fig.colorbar(im, ax=a, shrink=0.8, label=label)
+    fig.suptitle(f"CNF on {args.data} after {iters} iterations: test NLL {nll:.3f} nats/sample "
+                 f"(single Gaussian {base:.3f})")
     fig.tight_layout()
     fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
@@ -172,8 +176,15 @@ def parse(argv):
     return args
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the docstring's layout and shows every default."""
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the docstring's layout; a default the help text does not state already is
+    appended (argparse's ArgumentDefaultsHelpFormatter would print stated ones twice)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
 
 
 def main(argv=None):
@@ -248,7 +259,7 @@ def main(argv=None):
            f"test NLL evaluated in {time.perf_counter() - eval_start:.1f} s")
     print0(f"test NLL (nats/sample): CNF {nll:.4f}   single Gaussian {base:.4f}   difference {base - nll:.4f}")
     if args.out and d == 2 and rank0:
-        plot(cnf, args, train, mean, std, args.out)
+        plot(cnf, args, train, mean, std, args.out, it, nll, base)
         print(f"wrote {args.out}")
     cnf.close()
     return {"nll": nll, "gaussian_nll": base, "iters": it, "seconds": elapsed}

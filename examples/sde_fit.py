@@ -79,8 +79,15 @@ def path_loss(model, data):
     return wasserstein2(model, data) + wasserstein2(model.diff(dim=0), data.diff(dim=0))
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the epilog's layout and shows every default."""
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's layout; a default the help text does not state already is
+    appended (argparse's ArgumentDefaultsHelpFormatter would print stated ones twice)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
 
 
 def main(argv=None):

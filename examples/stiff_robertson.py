@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 TRUE_RATES = (0.04, 3e7, 1e4)
+DEFAULT_ITERS = 60
 SCALE = torch.tensor([1.0, 1e4, 1.0], dtype=torch.float64)  # weighs y2 like y1 and y3
 
 
@@ -62,9 +63,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 epilog="Unrecognised -options are passed to PETSc.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--iters", type=int, default=60, help="maximum optimiser iterations")
+    p.add_argument("--iters", type=int, default=DEFAULT_ITERS, help="maximum optimiser iterations")
     p.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs",
-                   help="L-BFGS (default; a few dozen iterations) or Adam (slower, lr --lr)")
+                   help="L-BFGS (a few dozen iterations) or Adam (slower, lr --lr)")
     p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate")
     p.add_argument("--method", default="kencarp4", help="implicit integrator for training")
     p.add_argument("--rtol", type=float, default=1e-6, help="training solve rtol")
@@ -75,7 +76,8 @@ def parse_args(argv=None):
     p.add_argument("--init-factors", type=float, nargs=3, default=(3.0, 0.25, 2.5),
                    metavar=("F1", "F2", "F3"), help="initial rate = true rate * factor")
     p.add_argument("--points", type=int, default=40, help="log-spaced samples in [1e-5, 1e5]")
-    p.add_argument("--tol", type=float, default=0.01, help="success: every relative rate error below this")
+    p.add_argument("--tol", type=float, default=0.01,
+                   help="exit 1 unless every relative rate error is below this ('inf': report, do not check)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--out", default="stiff_robertson.png", help="PNG of loss and trajectories ('' for none)")
@@ -176,7 +178,10 @@ def main(argv=None):
         print(f"k{i + 1:<3} {true[i].item():>10.4g} {init_rates[i].item():>10.4g} "
               f"{fitted[i].item():>14.8g} {rel[i].item():>11.2e}")
     ok = bool((rel < args.tol).all())
-    if ok:
+    if not math.isfinite(args.tol):  # a smoke run (the docs' few iterations): say so, claim nothing
+        print(f"NOT CHECKED (--tol {args.tol:g}): after {len(history)} iterations the rates are off by up to "
+              f"{100 * rel.max().item():.3g}%; the default --iters {DEFAULT_ITERS} --tol 0.01 recovers them")
+    elif ok:
         print(f"RECOVERED: every rate within {100 * args.tol:g}% of the truth")
     else:
         print(f"NOT RECOVERED: some rate is off by more than {100 * args.tol:g}%")

@@ -3,7 +3,8 @@
 PETSc integrates the ODE and its discrete adjoint; torch supplies the vector field and
 its derivatives. Public API:
 
-- :func:`odeint` / :func:`odeint_adjoint` / :func:`odeint_event` (torchdiffeq-compatible),
+- :func:`odeint` / :func:`odeint_adjoint` / :func:`odeint_event` / :func:`odeint_dense`
+  (torchdiffeq-compatible),
 - :class:`ODESolver` (reusable solver object), :class:`ODEBlock` (``nn.Module``),
 - :class:`Checkpoint` (memory/recomputation trade-off), :class:`SolverError`,
 - :func:`sdeint` / :func:`sdeint_adjoint` / :class:`BrownianInterval` (neural SDEs,
@@ -21,10 +22,11 @@ from .errors import SolverError
 from .versions import info
 from .methods import METHODS
 from .functional import odeint, odeint_adjoint, odeint_event
+from .dense import odeint_dense
 from .sde import BrownianInterval, sdeint, sdeint_adjoint
 from .solver import ODESolver, close_all
 
 _runtime.at_exit(close_all)
 
-__all__ = ["__version__", "odeint", "odeint_adjoint", "odeint_event", "ODESolver", "ODEBlock", "Checkpoint",
-           "SolverError", "info", "METHODS", "sdeint", "sdeint_adjoint", "BrownianInterval"]
+__all__ = ["__version__", "odeint", "odeint_adjoint", "odeint_event", "odeint_dense", "ODESolver", "ODEBlock",
+           "Checkpoint", "SolverError", "info", "METHODS", "sdeint", "sdeint_adjoint", "BrownianInterval"]

@@ -59,10 +59,32 @@ class Dynamics:
     def evaluate(self, t, u):
         """Evaluate at user time ``t`` (0-d tensor); ``u`` flat, model dtype; returns flat
         in solver time (sign-flipped for a decreasing ``t``)."""
-        out = self.func(t, self.layout.unflatten(u))
+        try:
+            out = self.func(t, self.layout.unflatten(u))
+        except RuntimeError as err:
+            mismatch = self._dtype_mismatch(err)
+            if mismatch is None:
+                raise
+            raise TypeError(mismatch) from None
         self._check_output(out)
         flat = self.layout.flatten(out)
         return flat if self.clock.sign > 0 else -flat
+
+    def _dtype_mismatch(self, err):
+        """The message for torch's dtype error inside ``func`` ("mat1 and mat2 must have the
+        same dtype") when the state's dtype differs from the parameters': which dtypes
+        disagree and how to make them agree. None for any other error."""
+        text = str(err)
+        if not any(word in text for word in ("dtype", "scalar type", "type (")):
+            return None
+        state = self.layout.dtype
+        other = sorted({str(p.dtype) for p in _floating(self.func, self.params) if p.dtype != state})
+        if not other:
+            return None
+        return (f"{self.name}'s parameters are {other[0]} but the state (y0) is {state}, and torch cannot mix "
+                f"them in one operation ({text.splitlines()[0]}). Convert one to the other: "
+                f"y0.to({other[0]}), or {self.name}.to({state}) for an nn.Module (pnode integrates in float64 "
+                "either way; the dtype is the one func computes in)")
 
     def _check_output(self, out):
         """Every call: a wrong shape would be silently reshaped or broadcast, a wrong
@@ -290,3 +312,12 @@ def vjp_of(out, inputs, v):
     if _engine_run_backward is None or v.shape != out.shape or v.dtype != out.dtype:
         return torch.autograd.grad(out, inputs, v, retain_graph=True, allow_unused=True)
     return _engine_run_backward((out,), (v,), True, False, tuple(inputs), True, False)
+
+
+def _floating(func, params):
+    """The floating-point tensors ``func`` computes with: ``params`` and, for an
+    ``nn.Module``, its parameters and buffers."""
+    tensors = list(params)
+    if isinstance(func, torch.nn.Module):
+        tensors += list(func.parameters()) + list(func.buffers())
+    return [p for p in tensors if p.is_floating_point()]

@@ -63,6 +63,24 @@ def clear_cache():
         _CACHE.popitem()[1].close()
 
 
+def cached_solver(func, *, caller="odeint", **settings):
+    """The :class:`ODESolver` :func:`odeint` solves with for ``func`` and ``settings``
+    (its keywords besides ``event_fn``), reused from the cache when one matches."""
+    for name in list(settings):
+        if name in _IGNORED:
+            warnings.warn(f"pnode ignores {name}: its discrete adjoint replays the forward's own steps",
+                          stacklevel=3)
+            settings.pop(name)
+    unknown = sorted(set(settings) - set(_SETTINGS))
+    if unknown:
+        raise TypeError(f"{caller}() got unexpected keyword arguments {unknown}")
+    return _solver_for(func, {name: settings.get(name, default) for name, default in _SETTINGS.items()})
+
+
+_SETTINGS = dict(rtol=1e-7, atol=1e-9, method=None, options=None, adjoint_params=None, checkpoint=None,
+                 petsc_options=None, comm=None, progress=False, callback=None)
+
+
 def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, event_fn=None,
            adjoint_params=None, checkpoint=None, petsc_options=None, comm=None, progress=False, callback=None,
            **kwargs):
@@ -96,17 +114,9 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
         Tensor ``(len(t), *y0.shape)`` (tuple of such for tuple ``y0``). Gradients come
         from PETSc's discrete adjoint: exact for the computed solution.
     """
-    for name in list(kwargs):
-        if name in _IGNORED:
-            warnings.warn(f"pnode ignores {name}: its discrete adjoint replays the forward's own steps",
-                          stacklevel=2)
-            kwargs.pop(name)
-    if kwargs:
-        raise TypeError(f"odeint() got unexpected keyword arguments {sorted(kwargs)}")
-    settings = dict(rtol=rtol, atol=atol, method=method, options=options,
-                    adjoint_params=adjoint_params, checkpoint=checkpoint,
-                    petsc_options=petsc_options, comm=comm, progress=progress, callback=callback)
-    solver = _solver_for(func, settings)
+    solver = cached_solver(func, rtol=rtol, atol=atol, method=method, options=options,
+                           adjoint_params=adjoint_params, checkpoint=checkpoint, petsc_options=petsc_options,
+                           comm=comm, progress=progress, callback=callback, **kwargs)
     if event_fn is not None:
         return solver.until_event(y0, t, event_fn)
     return solver(y0, t)

@@ -13,6 +13,11 @@ from contextlib import contextmanager
 
 from petsc4py import PETSc
 
+# The options the command line gave PETSc (whoever initialised it: pnode, or a program
+# that called petsc4py.init itself first), checked for misspellings by warn_unused.
+_COMMAND_LINE = tuple(PETSc.Options().getAll())
+_REPORTED_ARGS = set()  # command-line names already warned about (once per process)
+
 
 def option_name(prefix, key):
     """The full option name ``-{prefix}{key}`` (``key`` without the leading dash)."""
@@ -116,7 +121,9 @@ class OptionSource:
         """Warn (once per key) about ``petsc_options`` PETSc did not read while setting up
         this solve: a misspelt key (``ts_monitr``) or one the TS type does not use (Newton
         options for an explicit method). Call right after ``setFromOptions``, inside
-        :meth:`applied`: options read later would come too late anyway."""
+        :meth:`applied`: options read later would come too late anyway. Command-line
+        options get the same check for misspellings (:meth:`_warn_misspelt_args`)."""
+        self._warn_misspelt_args()
         if not self.petsc_options:  # the common case: nothing given in code to check
             return
         db = PETSc.Options()
@@ -132,6 +139,27 @@ class OptionSource:
             warnings.warn(f"petsc_options[{key!r}] was not read by PETSc{hint}: misspelt, or not used by TS type "
                           f"{ts_type!r}", stacklevel=_user_stacklevel())
 
+
+    def _warn_misspelt_args(self):
+        """Warn (once per process) about a command-line option under this solver's prefix
+        that nothing has read so far and that is a near miss of a common option
+        (``-ts_rk_tpye``), instead of PETSc's "Option left" at exit. Only near misses:
+        another solver of the program (another TS type, a later solve) may still read a
+        valid option this one ignores, and PETSc reports those at exit as before."""
+        if not _COMMAND_LINE:
+            return
+        db = PETSc.Options()
+        for name in _COMMAND_LINE:
+            key = name[len(self.prefix or ""):] if name.startswith(self.prefix or "") else None
+            if (key is None or not key.startswith(_CHECKED) or key in _KNOWN or key in _VALID
+                    or name in _REPORTED_ARGS or db.used(name)):
+                continue
+            close = difflib.get_close_matches(key, _KNOWN, n=1, cutoff=0.75)
+            if close:
+                _REPORTED_ARGS.add(name)
+                warnings.warn(f"command-line option -{name} has not been read by PETSc: did you mean "
+                              f"-{option_name(self.prefix, close[0]).lstrip('-')}? (PETSc would report it as "
+                              f"'Option left' at exit)", stacklevel=_user_stacklevel())
 
 
 def _user_stacklevel():
@@ -152,4 +180,16 @@ _KNOWN = (
     "snes_lag_jacobian", "snes_lag_preconditioner", "snes_view", "ksp_type", "ksp_monitor",
     "ksp_converged_reason", "ksp_rtol", "ksp_atol", "ksp_max_it", "ksp_gmres_restart", "ksp_view", "pc_type",
     "pc_factor_mat_solver_type",
+)
+# Real options near a common one, read after setFromOptions or by another TS type: not
+# to be mistaken for misspellings of the command line.
+_VALID = (
+    "ts_adjoint_monitor", "ts_adjoint_view_solution", "ts_adjoint_solve", "ts_trajectory_max_units_ram",
+    "ts_trajectory_max_units_disk", "ts_trajectory_monitor", "ts_trajectory_dirname", "ts_trajectory_file_template",
+    "ts_trajectory_use_history", "ts_max_time", "ts_init_time", "ts_exact_final_time", "ts_adapt_basic_clip",
+    "ts_adapt_basic_safety", "ts_adapt_dsp_filter", "ts_adapt_scale_solve_failed", "ts_monitor_solution",
+    "ts_monitor_lg_solution", "ts_dt", "ts_theta_initial_guess_extrapolate", "ts_rk_multirate",
+    "ts_arkimex_fully_implicit", "ts_arkimex_initial_guess_extrapolate", "ts_event_monitor",
+    "ts_adapt_time_step_increase_delay", "ksp_monitor_true_residual", "snes_linesearch_monitor",
+    "ksp_error_if_not_converged", "snes_error_if_not_converged", "pc_factor_mat_ordering_type",
 )

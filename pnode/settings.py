@@ -149,7 +149,9 @@ def _steps(out):
             what = "a callable" if callable(out["norm"]) else repr(out["norm"])
             raise ValueError(f"options['norm'] must be one of {', '.join(map(repr, NORMS))} (PETSc's weighted error "
                              f"norms: RMS, torchdiffeq's default, or max), got {what}; PETSc's step controller "
-                             "cannot call a Python norm")
+                             "cannot call a Python norm: TSAdapt measures the error with its own weighted norm "
+                             "(-ts_adapt_wnormtype) and petsc4py has no Python TSAdapt to replace it (see "
+                             "docs/guides/from_torchdiffeq.md)")
         kw["norm"] = out["norm"]
     return StepSettings(**kw)
 

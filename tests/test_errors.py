@@ -58,3 +58,27 @@ def test_solver_is_usable_after_a_failed_solve():
             s(torch.full((3,), 10.0, dtype=torch.float64), T01)
         ys = s(torch.full((3,), 0.1, dtype=torch.float64), T01)
         assert abs(float(ys[-1, 0]) - 1 / 9) < 1e-6  # y' = y^2, y(0) = 0.1: y(1) = 1/9
+
+
+@pytest.mark.parametrize("as_module", [True, False])
+def test_dtype_mismatch_between_model_and_state_is_named(as_module):
+    """A float32 model with a float64 y0 fails inside torch ("mat1 and mat2 must have the
+    same dtype"); pnode says which dtypes disagree and how to make them agree, without
+    the chain of tracebacks through its internals."""
+    net = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))  # float32
+    func = (lambda t, y: net(y)) if not as_module else _Field(net)
+    with pytest.raises(TypeError, match=r"parameters are torch\.float32 but the state \(y0\) is torch\.float64"
+                                        r".*y0\.to\(torch\.float32\), or func\.to\(torch\.float64\)") as info:
+        pnode.odeint(func, torch.ones(3, 2, dtype=torch.float64), torch.tensor([0.0, 1.0]))
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    ys = pnode.odeint(func, torch.ones(3, 2), torch.tensor([0.0, 1.0]))  # agreeing dtypes solve
+    assert ys.dtype == torch.float32 and torch.isfinite(ys).all()
+
+
+class _Field(torch.nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, t, y):
+        return self.net(y)

@@ -130,6 +130,22 @@ def test_misspelt_petsc_option_warns_with_a_suggestion():
                      petsc_options={"ts_adapt_dt_max": 0.5, "ts_max_reject": 20})
 
 
+def test_misspelt_command_line_option_warns_early_with_a_suggestion(tmp_path):
+    """A typo on the command line is reported at the first solve, with the option meant,
+    as petsc_options' typos are; a correct option a solve does not read is not."""
+    out = run_script(tmp_path, """
+        import warnings, torch, pnode
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter('always')
+            for _ in range(2):
+                pnode.odeint(lambda t, y: -y, torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 1.0]))
+        print('WARNINGS', [str(x.message) for x in w])
+    """, "-ts_rk_tpye", "5bs", "-snes_monitor")
+    line = next(x for x in out.stdout.splitlines() if x.startswith("WARNINGS"))
+    assert line.count("did you mean -ts_rk_type?") == 1, line
+    assert "snes_monitor" not in line, line
+
+
 def test_tableau_without_estimator_takes_fixed_steps(tmp_path):
     """-ts_rk_type 4 on an adaptive method: fixed steps (one per output interval), said once."""
     out = run_script(tmp_path, """

@@ -398,3 +398,79 @@ def test_event_fn_through_odeint_and_errors():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         pnode.odeint(lambda t, y: -y, torch.ones(1, dtype=torch.float64), torch.tensor([0.0, 1.0]))
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_event_fn_with_a_constant_branch(terminal):
+    """torchdiffeq's learn_physics.py: the event function is ``pos - r**2`` until a
+    terminal time T and ``zeros_like(t)`` (no graph) after it. A falling ball
+    (pos' = vel, vel' = -g) lands at t* = sqrt(2 (h - r^2) / g) with vel = -g t*; with
+    T < t* the event is at T (to 1e-7) and does not move with the parameters. Gradients of
+    t* and vel(t*) with respect to g, r, h against the analytic ones (to 1e-6)."""
+    f64 = torch.float64
+    g, r, h = (torch.tensor(v, dtype=f64, requires_grad=True) for v in (9.81, 0.5, 10.0))
+    T = 0.5 if terminal else 5.0
+
+    def event_fn(t, state):
+        if t > T + 1e-7:
+            return torch.zeros_like(t)
+        return state[0].sum() - r ** 2
+
+    state = (h.reshape(1), torch.zeros(1, dtype=f64))
+    t_ev, sol = pnode.odeint_event(lambda t, s: (s[1], -g * torch.ones_like(s[1])), state, torch.tensor(0.0, dtype=f64),
+                                   event_fn=event_fn, rtol=1e-10, atol=1e-12)
+    vel = sol[1][-1].sum()
+    gv, hv, rv = 9.81, 10.0, 0.5
+    if terminal:
+        want_t, want_dt = T + 1e-7, (0.0, 0.0, 0.0)
+        want_dvel = (-want_t, 0.0, 0.0)
+    else:
+        want_t = math.sqrt(2 * (hv - rv ** 2) / gv)
+        want_dt = (-want_t / (2 * gv), -2 * rv / (gv * want_t), 1 / (gv * want_t))  # d/dg, d/dr, d/dh
+        want_dvel = (-want_t - gv * want_dt[0], -gv * want_dt[1], -gv * want_dt[2])
+    assert abs(float(t_ev.detach()) - want_t) < 1e-6
+    # at T the event time is a constant: no graph (torch's way of saying gradient 0)
+    assert t_ev.requires_grad != terminal
+    dt = (torch.autograd.grad(t_ev, (g, r, h), retain_graph=True, allow_unused=True) if t_ev.requires_grad
+          else (None,) * 3)
+    dvel = torch.autograd.grad(vel, (g, r, h), allow_unused=True)
+    for got, want in zip(dt + dvel, want_dt + want_dvel):
+        assert abs((0.0 if got is None else float(got)) - want) < 1e-6, (dt, dvel, want_dt, want_dvel)
+
+
+# ---------------------------------------------------------------- odeint_dense
+# torchdiffeq 0.2.5's odeint_dense(lambda t, y: a*y, y0=[1, 2], t0=0, t1=2, rtol=1e-7, atol=1e-9)
+# with a = -0.7, evaluated at these times (computed with torchdiffeq in its own venv).
+_TORCHDIFFEQ_DENSE = {0.3: [0.8105842142702459, 1.6211684285404917], 1.234: [0.421557114321581, 0.843114228643162],
+                      1.9: [0.2644772621995155, 0.528954524399031]}
+
+
+def test_odeint_dense_matches_the_solution_and_its_gradients():
+    """odeint_dense on y' = a y: the interpolant passes through the solve's states at its
+    steps, agrees with exp(a t) y0 between them (and with torchdiffeq's interpolant on the
+    same problem), and its gradients with respect to y0, a and t_eval are the analytic ones."""
+    f64 = torch.float64
+    a = torch.tensor(-0.7, dtype=f64, requires_grad=True)
+    y0 = torch.tensor([1.0, 2.0], dtype=f64, requires_grad=True)
+    func = lambda t, y: a * y  # noqa: E731
+    dense = pnode.odeint_dense(func, y0, torch.tensor(0.0, dtype=f64), torch.tensor(2.0, dtype=f64),
+                               rtol=1e-7, atol=1e-9)
+    assert len(dense.grid) > 3  # several steps, so the interpolation is exercised
+    assert torch.equal(dense(torch.tensor(0.0, dtype=f64)), y0.detach())
+    for s in dense.grid.tolist():  # through the solve's states at its steps (t1 included)
+        assert float((dense(torch.tensor(s, dtype=f64)).detach() - y0.detach() * math.exp(-0.7 * s)).abs().max()) < 1e-6
+    for t_eval, td in _TORCHDIFFEQ_DENSE.items():
+        te = torch.tensor(t_eval, dtype=f64, requires_grad=True)
+        y = dense(te)
+        exact = y0.detach() * math.exp(-0.7 * t_eval)
+        assert y.shape == (2,) and float((y.detach() - exact).abs().max()) < 1e-6
+        assert float((y.detach() - torch.tensor(td, dtype=f64)).abs().max()) < 1e-6
+        gy0, ga, gt = torch.autograd.grad(y[1], (y0, a, te), retain_graph=True)  # one graph for every t_eval
+        e = math.exp(-0.7 * t_eval)
+        assert abs(float(gy0[1]) - e) < 1e-6 and abs(float(gy0[0])) < 1e-12
+        assert abs(float(ga) - 2.0 * t_eval * e) < 1e-6
+        assert abs(float(gt) - (-0.7) * 2.0 * e) < 1e-5
+    ys = dense(torch.tensor([0.5, 1.5], dtype=f64))
+    assert ys.shape == (2, 2)
+    with pytest.raises(ValueError, match="t_eval must lie between"):
+        dense(torch.tensor(2.5, dtype=f64))
