@@ -12,6 +12,33 @@ import torch
 from .bridge import PETSC_DTYPE
 
 
+def call_explained(func, t, y, params, name="func"):
+    """``func(t, y)``, with torch's dtype error inside it ("mat1 and mat2 must have the same
+    dtype") turned into a TypeError saying which dtypes disagree (the parameters' and the
+    state's) and how to make them agree; any other exception propagates unchanged."""
+    try:
+        return func(t, y)
+    except RuntimeError as err:
+        mismatch = _dtype_mismatch(err, func, params, (y if isinstance(y, torch.Tensor) else y[0]).dtype, name)
+        if mismatch is None:
+            raise
+        raise TypeError(mismatch) from None
+
+
+def _dtype_mismatch(err, func, params, state, name):
+    """The message for a dtype error raised inside ``func``, or None for any other error."""
+    text = str(err)
+    if not any(word in text for word in ("dtype", "scalar type", "type (")):
+        return None
+    other = sorted({str(p.dtype) for p in _floating(func, params) if p.dtype != state})
+    if not other:
+        return None
+    return (f"{name}'s parameters are {other[0]} but the state (y0) is {state}, and torch cannot mix "
+            f"them in one operation ({text.splitlines()[0]}). Convert one to the other: "
+            f"y0.to({other[0]}), or {name}.to({state}) for an nn.Module (pnode integrates in float64 "
+            "either way; the dtype is the one func computes in)")
+
+
 class Dynamics:
     """``func`` (``dy/dt = func(t, y)``) on flat vectors.
 
@@ -59,32 +86,10 @@ class Dynamics:
     def evaluate(self, t, u):
         """Evaluate at user time ``t`` (0-d tensor); ``u`` flat, model dtype; returns flat
         in solver time (sign-flipped for a decreasing ``t``)."""
-        try:
-            out = self.func(t, self.layout.unflatten(u))
-        except RuntimeError as err:
-            mismatch = self._dtype_mismatch(err)
-            if mismatch is None:
-                raise
-            raise TypeError(mismatch) from None
+        out = call_explained(self.func, t, self.layout.unflatten(u), self.params, self.name)
         self._check_output(out)
         flat = self.layout.flatten(out)
         return flat if self.clock.sign > 0 else -flat
-
-    def _dtype_mismatch(self, err):
-        """The message for torch's dtype error inside ``func`` ("mat1 and mat2 must have the
-        same dtype") when the state's dtype differs from the parameters': which dtypes
-        disagree and how to make them agree. None for any other error."""
-        text = str(err)
-        if not any(word in text for word in ("dtype", "scalar type", "type (")):
-            return None
-        state = self.layout.dtype
-        other = sorted({str(p.dtype) for p in _floating(self.func, self.params) if p.dtype != state})
-        if not other:
-            return None
-        return (f"{self.name}'s parameters are {other[0]} but the state (y0) is {state}, and torch cannot mix "
-                f"them in one operation ({text.splitlines()[0]}). Convert one to the other: "
-                f"y0.to({other[0]}), or {self.name}.to({state}) for an nn.Module (pnode integrates in float64 "
-                "either way; the dtype is the one func computes in)")
 
     def _check_output(self, out):
         """Every call: a wrong shape would be silently reshaped or broadcast, a wrong

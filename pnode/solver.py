@@ -5,6 +5,7 @@ The solver validates its settings (:mod:`pnode.validate`, :mod:`pnode.methods`,
 :class:`~pnode.integrator.Integrator` through the autograd Function of
 :mod:`pnode.adjoint`; ``docs/architecture.md`` follows one call through the modules.
 """
+import functools
 import weakref
 
 import torch
@@ -12,6 +13,7 @@ import torch
 from . import checkpoint as _ckpt
 from .adjoint import solve
 from .bridge import StateLayout
+from .dynamics import call_explained
 from .events import until_event
 from .integrator import Integrator
 from .methods import get_method
@@ -133,10 +135,15 @@ class ODESolver:
         :func:`pnode.params.unseen`), and the exception that evaluation raised."""
         if self._unseen is not None:
             return self._unseen, None
-        fields = [f for f in (self.func, self.settings.func_explicit) if f is not None]
+        params = self.params
+        fields = [functools.partial(call_explained, f, params=params, name=name)
+                  for f, name in ((self.func, "func"), (self.settings.func_explicit, "options['func_explicit']"))
+                  if f is not None]
         y = layout.unflatten(layout.flatten(y0).detach())
-        t0 = torch.tensor(times[0], dtype=layout.dtype, device=layout.device)
-        missing, error = unseen(fields, t0, y, self.params)
+        t0, t1 = (torch.tensor(x, dtype=layout.dtype, device=layout.device) for x in (times[0], times[-1]))
+        if len(times) > 1 and (self.settings.grid.perturb or times[0] in self.settings.grid.jump_t):
+            t0 = torch.nextafter(t0, t1)  # no evaluation on a grid point, as the solve does
+        missing, error = unseen(fields, t0, y, params)
         if error is None:  # an evaluation that raised is looked at again next call
             self._unseen = missing
         return missing, error
