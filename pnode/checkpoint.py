@@ -6,6 +6,8 @@ time and memory differ. For each solve :func:`plan` turns it into one plan objec
 
 - :class:`TrajectoryPlan`: PETSc's memory trajectory (store-all, solution-only, or
   revolve with an optional disk level), used whenever PETSc can bound it;
+- :class:`GraphPlan`: store-all plus the forward's stage graphs (``"graphs"``), kept in
+  the solver's :class:`~pnode.graphs.GraphStore` for the adjoint;
 - :class:`ReplayPlan`: pnode's own checkpoints (:mod:`pnode.replay`) for binomial
   checkpointing with adaptive steps or fixed steps off the output grid;
 - :class:`NoRecord`: a forward pass that keeps nothing (no gradient, or recomputation).
@@ -321,7 +323,26 @@ class ReplayPlan(NoRecord):
         self.online = None
 
 
-def plan(checkpoint, record, steps, s, source, n_global, n_local, stages, y0):
+class GraphPlan(TrajectoryPlan):
+    """Store-all, and the forward's stage graphs in ``store`` (``Checkpoint("graphs")``),
+    released with the trajectory.
+
+    Args:
+        checkpoint, source, n_global, stages: as for :class:`TrajectoryPlan`.
+        store: the solver's :class:`~pnode.graphs.GraphStore` (it outlives the call: its
+            byte budget and the heap it keeps serve every iteration).
+    """
+
+    def __init__(self, checkpoint, source, n_global, stages, store):
+        super().__init__(checkpoint, source, n_global, stages)
+        self.store = store
+
+    def release(self):
+        super().release()
+        self.store.clear()
+
+
+def plan(checkpoint, record, steps, s, source, n_global, n_local, stages, y0, store=None):
     """The plan for one solve.
 
     Args:
@@ -333,9 +354,13 @@ def plan(checkpoint, record, steps, s, source, n_global, n_local, stages, y0):
         n_global, n_local: unknowns over all ranks and on this one.
         stages: the method's stages.
         y0: flat float64 initial state.
+        store: the solver's :class:`~pnode.graphs.GraphStore` when the strategy keeps
+            graphs (see :meth:`Checkpoint.graph_store`), used by explicit methods.
     """
     if not record:
         return NoRecord()
+    if store is not None:
+        return GraphPlan(checkpoint, source, n_global, stages, store)
     if checkpoint.strategy == "binomial" and not (
             steps.fixed and steps.grid_dt is not None and fits_fixed_grid(s, steps.grid_dt)):
         if checkpoint.max_disk:

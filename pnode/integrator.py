@@ -128,9 +128,10 @@ class Integrator:
         rec.workspace = ws
         rec.call = PetscCall(self.trap, self.reducer, lambda: (clock.user(ws.ts.getTime()), ws.ts.getStepNumber()))
         steps = StepControl(self.method, self.settings.steps, self.source, self.rtol, self.atol, open_end=event is not None)
-        progress, store = self._attach(rec, ws, (dyn, dyn_ex), layout, steps, record, event)
-        rec.plan = self._plan = _ckpt.plan(self.checkpoint, record, steps, s, self.source, ws.sizes.N,
-                                           ws.sizes.n, self.method.stages, y0)
+        rec.plan = self._plan = _ckpt.plan(self.checkpoint, record, steps, s, self.source, ws.sizes.N, ws.sizes.n,
+                                           self.method.stages, y0,
+                                           store=self.graphs if ws.wiring.form == "rhs" else None)
+        progress, store = self._attach(rec, ws, (dyn, dyn_ex), layout, steps, event)
         self._configure(ws, s, steps, rec.plan, ts_type, layout.dtype, record)
         rhs = (lambda s_, u: dyn.rhs(s_, u) + dyn_ex.rhs(s_, u)) if dyn_ex is not None else dyn.rhs
         rms = global_rms(self.reducer, ws.sizes.N)
@@ -162,7 +163,7 @@ class Integrator:
         rec.plan.account(self.stats, self.stats["steps"], layout.numel)
         return ys, rec
 
-    def _attach(self, rec, ws, fields, layout, steps, record, event):
+    def _attach(self, rec, ws, fields, layout, steps, event):
         """What watches or shapes this solve besides PETSc: the step callbacks and
         progress bar (``rec.hooks``), the nudge of evaluations at jumps, the graph store.
         Returns ``(progress, store)`` (either may be None)."""
@@ -173,7 +174,7 @@ class Integrator:
         rec.hooks = StepHooks.of(self.func, not steps.fixed, layout, clock, progress, self.callback, self.stats)
         nudge = (Nudge(ws.ts, clock) if self.settings.grid.perturb
                  else Nudge(ws.ts, clock, rec.jumps) if rec.jumps else None)
-        store = self.graphs if record and ws.wiring.form == "rhs" else None
+        store = getattr(rec.plan, "store", None)  # a GraphPlan's: the forward keeps its stage graphs
         for d in fields:
             if d is not None:
                 d.nudge, d.store = nudge, store
@@ -319,8 +320,6 @@ class Integrator:
             raise
         finally:
             rec.plan.release()
-            if self.graphs is not None:
-                self.graphs.clear()
 
     # ------------------------------------------------------------------ cleanup
     def release(self):
