@@ -58,6 +58,7 @@ class BlockJacobianPC:
         self.mass = mass
         self.point = None
         self._lu = None
+        self._jac = None  # (Linearization, its (B, d, d) Jacobian blocks)
         self.exact = None  # whether the blocks are the whole Jacobian (checked once per call)
         self.apply = trap.wrap(self.apply)
         self.applyTranspose = trap.wrap(self.applyTranspose)
@@ -75,7 +76,7 @@ class BlockJacobianPC:
         """A new call: check the block structure again. (Not ``reset``: PETSc calls a
         Python PC's ``reset(pc)`` itself.)"""
         self.exact = None
-        self.point = self._lu = None
+        self.point = self._lu = self._jac = None
 
     def _jacobians(self, lin):
         """``(B, d, d)``: row k of every block is ``J^T`` of the k-th unit vector
@@ -87,7 +88,9 @@ class BlockJacobianPC:
 
     def _blocks(self):
         lin, shift = self.point
-        jac = self._jacobians(lin)
+        if self._jac is None or self._jac[0] is not lin:  # a new shift alone needs no new VJPs
+            self._jac = (lin, self._jacobians(lin))
+        jac = self._jac[1]
         m = torch.eye(self.d, dtype=jac.dtype) if self.mass is None else self.mass.m  # (d, d) per sample
         return shift * m.to(jac.device) - jac
 

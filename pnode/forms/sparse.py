@@ -57,7 +57,7 @@ class SparseJacobian:
         self.mat.setPreallocationCOO((offsets + rows).reshape(-1).astype(PETSc.IntType),
                                      (offsets + cols).reshape(-1).astype(PETSc.IntType))
         self._mass_values = None if mass is None else mass.m.cpu()[torch.as_tensor(rows), torch.as_tensor(cols)]
-        self.point = None
+        self.point = self._jac = None
         self.exact = None  # verified against the matrix-free product (once per call)
         self.assemblies = 0
 
@@ -69,16 +69,18 @@ class SparseJacobian:
     def new_call(self):
         """A new call: verify again at the first assembly."""
         self.exact = None
-        self.point = None
+        self.point = self._jac = None
 
     def values(self, lin, shift):
         """``(B, nnz)`` float64 values of ``shift*M - J`` at the pattern's positions."""
         B, d = self.B, self.d
-        seeds = self._seeds.to(lin.u64.device)
-        products = lin.vjp_rows(seeds.reshape(-1, 1, d).expand(-1, B, d).reshape(-1, B * d))
-        products = products.reshape(self.ncolours, B, d).cpu()
-        # entry (r, c) of sample b is component c of the product seeded by r's colour
-        jac = products[self._colour_of_entry, :, torch.as_tensor(self.cols)].T  # (B, nnz)
+        if self._jac is None or self._jac[0] is not lin:  # a new shift alone needs no new VJPs
+            seeds = self._seeds.to(lin.u64.device)
+            products = lin.vjp_rows(seeds.reshape(-1, 1, d).expand(-1, B, d).reshape(-1, B * d))
+            products = products.reshape(self.ncolours, B, d).cpu()
+            # entry (r, c) of sample b is component c of the product seeded by r's colour
+            self._jac = (lin, products[self._colour_of_entry, :, torch.as_tensor(self.cols)].T)  # (B, nnz)
+        jac = self._jac[1]
         mass = torch.eye(d, dtype=PETSC_DTYPE)[torch.as_tensor(self.rows), torch.as_tensor(self.cols)] \
             if self._mass_values is None else self._mass_values
         return shift * mass.reshape(1, -1) - jac
