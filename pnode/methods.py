@@ -18,7 +18,8 @@ from .tableaus import DIRK_TABLEAUS, TABLEAUS
 # Keys of ``options`` every method accepts, and those only implicit methods accept.
 COMMON_OPTIONS = ("step_size", "first_step", "max_num_steps", "min_step", "max_step", "step_t", "jump_t",
                   "perturb", "grid_constructor", "norm", "dtype", "interp")
-IMPLICIT_OPTIONS = ("theta", "endpoint", "func_explicit", "mass", "jacobian", "preconditioner")
+IMPLICIT_OPTIONS = ("theta", "endpoint", "func_explicit", "mass", "jacobian", "preconditioner", "linear",
+                    "sparsity")
 OPTION_KEYS = COMMON_OPTIONS + IMPLICIT_OPTIONS
 
 # PETSc TS types that take the explicit right-hand-side form although no registered
@@ -93,8 +94,12 @@ class Method:
             opts.update(_NONLINEAR_TOLERANCES[dtype], snes_max_it=50)
             if implicit.jacobian == "dense":
                 opts.update(ksp_type="preonly", pc_type="lu")
+            elif implicit.sparsity is not None:  # PETSc's PCs on the assembled sparse Jacobian
+                opts.update(ksp_type="gmres", pc_type="lu", ksp_gmres_restart=100)
             else:
                 opts.update(ksp_type="gmres", pc_type="none", ksp_gmres_restart=100)
+            if implicit.linear:  # one linear solve is the exact Newton step
+                opts.update(snes_type="ksponly")
         return opts
 
 

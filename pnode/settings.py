@@ -54,13 +54,17 @@ class GridSettings:
 
 @dataclass(frozen=True, eq=False)
 class ImplicitSettings:
-    """The implicit solve: theta method, Jacobian, preconditioner, mass matrix.
+    """The implicit solve: theta method, Jacobian, preconditioner, mass matrix, structure.
 
     Attributes:
         theta, endpoint: the theta method's theta in (0, 1] and endpoint form.
         jacobian: ``"auto"``, ``"block"``, ``"dense"`` or ``"matrix-free"``.
         preconditioner: ``prec(t, y, shift, r, transpose) -> z``, or None.
         mass: ``M`` in ``M y' = f`` (a tensor), or None for the identity.
+        linear: the implicit part is declared linear in y with a constant Jacobian
+            (checked once per call at a second point): its operator is built and
+            factored once per call and shift, and Newton is one linear solve.
+        sparsity: the per-sample Jacobian pattern (:class:`Sparsity`), or None.
     """
 
     theta: float = 0.5
@@ -68,6 +72,27 @@ class ImplicitSettings:
     jacobian: str = "auto"
     preconditioner: Optional[Callable] = None
     mass: Optional[Any] = None
+    linear: bool = False
+    sparsity: Optional["Sparsity"] = None
+
+
+@dataclass(frozen=True)
+class Sparsity:
+    """The per-sample Jacobian pattern of ``options["sparsity"]`` (one of two forms).
+
+    Attributes:
+        grid: the per-sample grid shape (1-D or 2-D, row-major), or None for an explicit pattern.
+        stencil: the stencil's half-width ``s``: point ``i`` may depend on every point
+            within ``s`` grid steps along each axis (a box stencil).
+        periodic: per axis, whether the grid wraps around.
+        rows, cols: the explicit pattern (0-based indices within one sample), or None.
+    """
+
+    grid: Optional[Tuple[int, ...]] = None
+    stencil: int = 1
+    periodic: Tuple[bool, ...] = ()
+    rows: Optional[Tuple[int, ...]] = None
+    cols: Optional[Tuple[int, ...]] = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -195,9 +220,60 @@ def _implicit(out):
         if isinstance(out["mass"], torch.Tensor) and not out["mass"].is_floating_point():
             raise TypeError(f"options['mass'] must be a real floating-point tensor, got {out['mass'].dtype}")
         kw["mass"] = out["mass"]
+    if "linear" in out:
+        if not isinstance(out["linear"], bool):
+            raise TypeError(f"options['linear'] must be True or False, got {out['linear']!r}")
+        kw["linear"] = out["linear"]
+    if out.get("sparsity") is not None:
+        kw["sparsity"] = _sparsity(out["sparsity"])
+        if kw.get("jacobian", "auto") not in ("auto",):
+            raise ValueError(f"options['sparsity'] assembles its own sparse Jacobian: leave options['jacobian'] at "
+                             f"'auto', not {kw['jacobian']!r}")
+        if out.get("preconditioner") is not None:
+            raise ValueError("options['sparsity'] and options['preconditioner'] both precondition the implicit "
+                             "solve: give one")
     kw["preconditioner"] = _callable(out, "preconditioner", "options['preconditioner'] must be callable: "
                                                             "prec(t, y, shift, r, transpose) -> z")
     return ImplicitSettings(**kw)
+
+
+_SPARSITY_FORMS = ("options['sparsity'] must be a dict {'grid': (n,) or (n1, n2), 'stencil': s, 'periodic': bool} "
+                   "or a pair (rows, cols) of per-sample indices")
+
+
+def _sparsity(value):
+    """:class:`Sparsity` of ``options["sparsity"]``, each error naming the key."""
+    if isinstance(value, dict):
+        return _grid_sparsity(value)
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        try:
+            rows, cols = (tuple(int(i) for i in torch.as_tensor(v).reshape(-1).tolist()) for v in value)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(_SPARSITY_FORMS) from None
+        if len(rows) != len(cols) or not rows or min(rows + cols) < 0:
+            raise ValueError("options['sparsity'] = (rows, cols) needs two equally long, non-empty sequences of "
+                             "non-negative indices")
+        return Sparsity(rows=rows, cols=cols)
+    raise TypeError(f"{_SPARSITY_FORMS}, got {type(value).__name__}")
+
+
+def _grid_sparsity(value):
+    unknown = set(value) - {"grid", "stencil", "periodic"}
+    if unknown or "grid" not in value:
+        raise ValueError(f"{_SPARSITY_FORMS}; got keys {sorted(value)}")
+    grid = value["grid"]
+    grid = (grid,) if isinstance(grid, numbers.Integral) else grid
+    if not isinstance(grid, (tuple, list)) or not 1 <= len(grid) <= 2 or \
+            not all(isinstance(g, numbers.Integral) and not isinstance(g, bool) and g > 0 for g in grid):
+        raise ValueError(f"options['sparsity']['grid'] must be a 1-D or 2-D shape of positive ints, got {grid!r}")
+    stencil = value.get("stencil", 1)
+    if isinstance(stencil, bool) or not isinstance(stencil, numbers.Integral) or stencil < 0:
+        raise ValueError(f"options['sparsity']['stencil'] must be a non-negative int (the half-width), got {stencil!r}")
+    periodic = value.get("periodic", False)
+    periodic = (periodic,) * len(grid) if isinstance(periodic, bool) else tuple(periodic)
+    if len(periodic) != len(grid) or not all(isinstance(p, bool) for p in periodic):
+        raise ValueError(f"options['sparsity']['periodic'] must be a bool or one bool per axis, got {value['periodic']!r}")
+    return Sparsity(grid=tuple(int(g) for g in grid), stencil=int(stencil), periodic=periodic)
 
 
 def _callable(out, key, message):

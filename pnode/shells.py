@@ -30,7 +30,9 @@ class JacobianShell:
         self.a = 0.0
         self.b = b
         self.mass = mass
-        self.blocks = None  # a BlockJacobianPC whose verified blocks may give the products
+        # an assembled operator (BlockJacobianPC, SparseJacobian) whose verified matrix may
+        # give the products: ``multiply(lin, shift, X, Y, transpose) -> bool``
+        self.assembled = None
 
     def set_point(self, lin, shift=0.0):
         """Capture the linearization (None: zero) and, for IJacobian, the shift."""
@@ -41,13 +43,10 @@ class JacobianShell:
         return x if self.mass is None else self.mass.apply(x, transpose)
 
     def _apply(self, X, Y, transpose):
+        if self.assembled is not None and self.lin is not None:  # IJacobian: a*M + b*J = shift*M - J
+            if self.assembled.multiply(self.lin, self.a, X, Y, transpose):
+                return
         x = vec_view(X, "r")
-        y = None
-        if self.blocks is not None and self.lin is not None:  # IJacobian: a*M + b*J = shift*M - J
-            y = self.blocks.product(self.lin, self.a, x, transpose)
-        if y is not None:
-            vec_write(Y, y)
-            return
         if self.lin is None:  # the zero operator
             y = torch.zeros_like(x)
         else:

@@ -9,7 +9,8 @@ next call builds a new one, so no half-finished PETSc state is ever reused.
 from petsc4py import PETSc
 
 from .forms import Wiring
-from .forms.blocks import MAX_BLOCK, block_shape
+from .forms.blocks import MAX_BLOCK, block_shape, per_sample
+from .forms.coloring import pattern
 from .forms.jacobians import MassMatrix
 from .parallel import hold_comm, new_vec
 
@@ -44,7 +45,8 @@ class Workspace:
         hold_comm(comm)
         mass = _mass(implicit, dyn.layout)
         blocks = self.blocks_of(dyn.layout, form, implicit, mass)
-        self.key = (sizes.key(), form, n_out, blocks)
+        sparse = self.sparse_of(dyn.layout, form, implicit)
+        self.key = (sizes.key(), form, n_out, blocks, sparse and sparse[0])
         self.sizes = sizes
         self.u = new_vec(comm, *sizes.state)
         self.lam = self.u.duplicate()
@@ -55,7 +57,8 @@ class Workspace:
         ts.setProblemType(PETSc.TS.ProblemType.NONLINEAR)
         self.wiring = Wiring(ts, form, sizes, reducer, dyn, dyn_ex, trap, mass=mass,
                              dense=implicit.jacobian == "dense",
-                             preconditioner=implicit.preconditioner, blocks=blocks)
+                             preconditioner=implicit.preconditioner, blocks=blocks, sparse=sparse,
+                             linear=implicit.linear, large=self._large(dyn.layout, form, implicit, blocks))
         ts.setPreStep(trap.wrap(pre_step))
         ts.setPostStep(trap.wrap(post_step))
         ts.setExactFinalTime(PETSc.TS.ExactFinalTime.MATCHSTEP)
@@ -64,7 +67,8 @@ class Workspace:
     def blocks_of(layout, form, implicit, mass=None):
         """``(B, d)`` when the default PC uses per-sample block Jacobians, else None."""
         choice = implicit.jacobian
-        if form == "rhs" or choice not in ("auto", "block") or implicit.preconditioner is not None:
+        if form == "rhs" or choice not in ("auto", "block") or implicit.preconditioner is not None \
+                or implicit.sparsity is not None:
             return None
         blocks = block_shape(layout, mass)
         if blocks is None and choice == "block":
@@ -73,10 +77,31 @@ class Workspace:
                              f"{[tuple(s) for s in layout.shapes]}")
         return blocks
 
+    @staticmethod
+    def sparse_of(layout, form, implicit):
+        """``((B, d), (rows, cols))`` when the Jacobian is assembled sparse by colouring
+        (``options["sparsity"]``), else None."""
+        if form == "rhs" or implicit.sparsity is None or per_sample(layout) is None:
+            return None
+        shape = per_sample(layout)
+        return shape, pattern(implicit.sparsity, shape[1])
+
+    @staticmethod
+    def _large(layout, form, implicit, blocks):
+        """``(B, d)`` when nothing but PETSc's options would precondition the implicit
+        solve because the samples are too large for blocks (warned about), else None."""
+        if form == "rhs" or blocks is not None or implicit.jacobian != "auto" or implicit.sparsity is not None \
+                or implicit.preconditioner is not None or per_sample(layout) is None:
+            return None
+        shape = per_sample(layout)
+        return shape if shape[1] > MAX_BLOCK else None
+
     @classmethod
     def key_of(cls, sizes, form, n_out, layout, implicit):
         """The configuration key a workspace is reusable for."""
-        return (sizes.key(), form, n_out, cls.blocks_of(layout, form, implicit, _mass(implicit, layout)))
+        sparse = implicit.sparsity is not None and form != "rhs" and per_sample(layout)
+        return (sizes.key(), form, n_out, cls.blocks_of(layout, form, implicit, _mass(implicit, layout)),
+                sparse or None)
 
     def destroy(self):
         """Destroy every PETSc object (the workspace is unusable afterwards)."""

@@ -28,13 +28,16 @@ class Wiring:
         dense: assemble the implicit Jacobian densely (LU) instead of matrix-free.
         preconditioner: optional user PC callable (matrix-free implicit only).
         blocks: ``(B, d)`` per-sample blocks for the default PC, or None.
+        sparse, linear, large: the sparse Jacobian, linearity and size warning of
+            :class:`~pnode.forms.implicit.ImplicitPart`.
     """
 
     def __init__(self, ts, form, sizes, reducer, dyn, dyn_ex, trap, mass=None, dense=False,
-                 preconditioner=None, blocks=None):
+                 preconditioner=None, blocks=None, sparse=None, linear=False, large=None):
         self.explicit = self.implicit = None
         if form in ("implicit", "imex"):
-            self.implicit = ImplicitPart(ts, sizes, reducer, dyn, trap, mass, dense, preconditioner, blocks)
+            self.implicit = ImplicitPart(ts, sizes, reducer, dyn, trap, mass, dense, preconditioner, blocks,
+                                         sparse=sparse, linear=linear, large=large)
         if form == "rhs":
             self.explicit = RHSPart(ts, sizes, reducer, dyn, trap)
         elif form == "imex":

@@ -22,15 +22,23 @@ from ..bridge import vec_view, vec_write
 MAX_BLOCK = 64  # larger blocks: d JVPs per Jacobian and an O(d^3) factorisation cost too much
 
 
-def block_shape(layout, mass=None):
-    """``(B, d)`` of the per-sample blocks of a state layout, or None when the blocks
-    would be too large (or a full mass matrix couples the samples)."""
+def per_sample(layout):
+    """``(B, d)``: a tensor state ``(B, ...)`` of two or more dimensions is B samples of
+    ``d`` unknowns; anything else is one sample. None for an empty state."""
     n = layout.numel
     if n == 0:
         return None
     shape = layout.shapes[0]
     batch = shape[0] if (not layout.is_tuple and len(shape) >= 2 and shape[0] > 0) else 1
-    d = n // batch
+    return batch, n // batch
+
+
+def block_shape(layout, mass=None):
+    """``(B, d)`` of the per-sample blocks of a state layout, or None when the blocks
+    would be too large (or a full mass matrix couples the samples)."""
+    if per_sample(layout) is None:
+        return None
+    batch, d = per_sample(layout)
     if d > MAX_BLOCK or (mass is not None and tuple(mass.m.shape) != (d, d)):
         return None
     return batch, d
@@ -50,13 +58,17 @@ class BlockJacobianPC:
         self.mass = mass
         self.point = None
         self._lu = None
+        self._jac = None  # (Linearization, its (B, d, d) Jacobian blocks)
         self.exact = None  # whether the blocks are the whole Jacobian (checked once per call)
         self.apply = trap.wrap(self.apply)
         self.applyTranspose = trap.wrap(self.applyTranspose)
 
     def set_point(self, lin, shift):
         """The linearization and shift of the last IJacobian (factored on first use:
-        PETSc also asks for IJacobians it only multiplies with)."""
+        PETSc also asks for IJacobians it only multiplies with); the factors are kept at
+        the same point and shift (a linear part hands the same point every stage)."""
+        if self.point is not None and self.point[0] is lin and self.point[1] == shift:
+            return
         self.point = (lin, shift)
         self._lu = None
 
@@ -64,7 +76,7 @@ class BlockJacobianPC:
         """A new call: check the block structure again. (Not ``reset``: PETSc calls a
         Python PC's ``reset(pc)`` itself.)"""
         self.exact = None
-        self.point = self._lu = None
+        self.point = self._lu = self._jac = None
 
     def _jacobians(self, lin):
         """``(B, d, d)``: row k of every block is ``J^T`` of the k-th unit vector
@@ -76,7 +88,9 @@ class BlockJacobianPC:
 
     def _blocks(self):
         lin, shift = self.point
-        jac = self._jacobians(lin)
+        if self._jac is None or self._jac[0] is not lin:  # a new shift alone needs no new VJPs
+            self._jac = (lin, self._jacobians(lin))
+        jac = self._jac[1]
         m = torch.eye(self.d, dtype=jac.dtype) if self.mass is None else self.mass.m  # (d, d) per sample
         return shift * m.to(jac.device) - jac
 
@@ -106,6 +120,14 @@ class BlockJacobianPC:
             return None
         Ab = A.transpose(-1, -2) if transpose else A
         return (Ab @ x.reshape(self.B, self.d, 1).to(A.device)).reshape(-1)
+
+    def multiply(self, lin, shift, X, Y, transpose):
+        """:meth:`product` between Vecs; False (nothing written) when it gives None."""
+        y = self.product(lin, shift, vec_view(X, "r"), transpose)
+        if y is None:
+            return False
+        vec_write(Y, y)
+        return True
 
     def _solve(self, X, Y, transpose):
         self._factor()
