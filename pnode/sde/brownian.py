@@ -105,10 +105,11 @@ class BrownianInterval(BaseBrownian):
         levy_area_approximation: ``"none"``, ``"space-time"``, ``"davie"`` or
             ``"foster"``. With ``"space-time"`` every node also carries its space-time
             Lévy area ``H`` (see ``__call__``); ``"davie"`` and ``"foster"`` add an
-            approximation of the Lévy area ``A`` (Davie 2014; Foster 2020): from the
-            node's ``(W, H)`` plus an independent antisymmetric Gaussian correction of
-            variance ``h^2/12`` (Davie) or ``h/10 * (h/10 + H_i^2 + H_j^2)`` (Foster);
-            areas of unions of nodes follow Chen's relation.
+            approximation of the Lévy area ``A`` (Davie 2014; Foster 2020): the node's
+            ``H (x) W - W (x) H`` plus an independent antisymmetric Gaussian correction of
+            variance ``h^2/12`` (Davie) or ``h^2/20 + h/5 (H_i^2 + H_j^2)`` (Foster), so
+            that ``A_ij`` has the exact variance ``h^2/4``; areas of unions of nodes
+            follow Chen's relation.
         W, H: the increment and space-time Lévy area over ``[t0, t1]`` (default:
             drawn). ``W`` also gives ``size``, ``dtype`` and ``device`` when they are
             not passed.
@@ -313,12 +314,12 @@ class BrownianInterval(BaseBrownian):
         if len(self._size) < 2:
             return torch.zeros_like(w)
         a = h.unsqueeze(-1) * w.unsqueeze(-2) - w.unsqueeze(-1) * h.unsqueeze(-2)
-        # An independent normal per entry, made antisymmetric: variance 2 off the diagonal.
+        # Antisymmetric normal noise of unit variance off the diagonal.
         z = self._normals(_mix64(seed ^ _AREA), 1, self._area_shape())[0]
-        z = z - z.transpose(-1, -2)
+        z = (z - z.transpose(-1, -2)) * math.sqrt(0.5)
         if self._levy == "foster":
             hh = h * h
-            std = (0.1 * length * (0.1 * length + hh.unsqueeze(-1) + hh.unsqueeze(-2))).sqrt()
+            std = (length * length / 20 + (length / 5) * (hh.unsqueeze(-1) + hh.unsqueeze(-2))).sqrt()
         else:
             std = math.sqrt(length * length / 12)
         return a + std * z

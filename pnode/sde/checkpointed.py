@@ -86,7 +86,7 @@ class _CheckpointedSolve(torch.autograd.Function):
     def backward(ctx, grad_ys, *grad_final):
         prob, params = ctx.prob, ctx.saved_tensors
         diff_params = [p for p in params if p.requires_grad]
-        param_grads = [torch.zeros_like(p) for p in diff_params]
+        param_grads = [None] * len(diff_params)  # None: unused, as backprop reports it
         # Cotangent of the state after the current segment: (y, *extra).
         a_state = [None] + [g for g in grad_final]
         bounds = [c[0] for c in ctx.checkpoints] + [ctx.n_steps]
@@ -118,7 +118,7 @@ class _CheckpointedSolve(torch.autograd.Function):
                          if outs else [None] * (len(leaves) + len(diff_params)))
             for j, g in enumerate(grads[len(leaves):]):
                 if g is not None:
-                    param_grads[j] += g
+                    param_grads[j] = g if param_grads[j] is None else param_grads[j] + g
             a_state = list(grads[:len(leaves)])
             grad_inputs = a_state
         it = iter(param_grads)
