@@ -164,6 +164,10 @@ def _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options,
     noise_type, sde_type = validate.check_sde(sde)
     names = validate.check_names(names)
     method = validate.check_method(method, sde_type, noise_type)
+    if adaptive and method.name == "euler" and noise_type != "additive":
+        # Before the method/SDE checks, as torchsde warns even when those then fail.
+        warnings.warn("adaptive stepping with the Euler-Maruyama method is not guaranteed to "
+                      "converge to the right solution for non-additive noise", stacklevel=3)
     validate.check_method_fits(method, sde_type, noise_type)
     step_options, max_steps = validate.check_options(options, method)
     user_y0 = y0
@@ -175,9 +179,6 @@ def _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options,
     if not adaptive:
         grid = TimeGrid(ts, dt, eps)
         validate.check_step_count(grid, max_steps, dt)
-    elif method.name == "euler" and noise_type != "additive":
-        warnings.warn("adaptive stepping with the Euler-Maruyama method is not guaranteed to "
-                      "converge to the right solution for non-additive noise", stacklevel=3)
     prob = Problem(funcs, y0, ts, grid, method, dt, bool(adaptive), rtol, atol, dt_min,
                    step_options, max_steps)
     if len(ts) > 1:
