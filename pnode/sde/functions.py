@@ -157,6 +157,8 @@ class SDEFunctions:
         with torch.enable_grad():
             yy = y if y.requires_grad else y.detach().requires_grad_(True)
             g = self.g(t, yy)
+            if not g.requires_grad:  # g does not depend on y (nor on anything else)
+                return torch.zeros_like(y)
             if self.noise_type == "diagonal":
                 # g_i depends on y_i only, so the vector-Jacobian product with g*v is the
                 # diagonal of the Jacobian times g*v.
@@ -190,6 +192,8 @@ def jvp(out, inp, direction, create_graph, retain=False):
     """Jacobian-vector product ``d out/d inp . direction`` by two reverse passes (the
     first with a dummy cotangent ``w``, linear in ``w``, then differentiated in ``w``);
     ``None`` when ``out`` does not depend on ``inp``."""
+    if not out.requires_grad:
+        return None
     w = torch.zeros_like(out, requires_grad=True)
     vjp, = torch.autograd.grad(out, inp, w, create_graph=True, allow_unused=True, retain_graph=True)
     if vjp is None or not vjp.requires_grad:
