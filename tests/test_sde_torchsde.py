@@ -26,6 +26,7 @@ def _cases():
             yield method, sde_type, options, noise_type
 
 
+@pytest.mark.filterwarnings("ignore:adaptive stepping with the Euler")
 @pytest.mark.parametrize("method,sde_type,options,noise_type", list(_cases()))
 def test_adjoint_gradient_equals_backprop(method, sde_type, options, noise_type):
     sde = NeuralSDE(noise_type, sde_type)
