@@ -30,8 +30,9 @@ def _install_alias():
 class _Recorder:
     """pytest plugin: one record per test (call phase, or the setup phase that failed)."""
 
-    def __init__(self):
+    def __init__(self, progress=None):
         self.records = []
+        self.progress = progress
 
     def pytest_runtest_logreport(self, report):
         if report.when == "call" or (report.when == "setup" and not report.passed):
@@ -43,6 +44,9 @@ class _Recorder:
             elif report.skipped:
                 why = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else "skipped"
             self.records.append((report.nodeid, report.outcome, why))
+            if self.progress:
+                with open(self.progress, "a") as fh:
+                    fh.write(f"{report.outcome} {report.nodeid} {why or ''}\n")
 
 
 def main(argv=None):
@@ -50,10 +54,11 @@ def main(argv=None):
     parser.add_argument("tests", help="torchsde's tests/ directory")
     parser.add_argument("--json", help="write every test's outcome here")
     parser.add_argument("-k", dest="keyword", help="pytest -k expression (a subset of the suite)")
+    parser.add_argument("--progress", help="append each outcome to this file as it happens")
     args = parser.parse_args(argv)
     import pytest
     sde = _install_alias()
-    recorder = _Recorder()
+    recorder = _Recorder(args.progress)
     pytest_args = [os.path.abspath(args.tests), "-q", "-p", "no:cacheprovider", "-W", "ignore",
                    "--no-header", "-rN", "--tb=short"]
     if args.keyword:
