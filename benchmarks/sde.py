@@ -157,6 +157,7 @@ def gradient_agreement(steps):
     params = [y0] + list(sde.parameters())
 
     def grads(fn, bm, **kw):
+        kw.setdefault("method", "reversible_heun")
         ys = fn(sde, y0, torch.tensor(TS, dtype=torch.float64), bm=bm, dt=dt, **kw)
         return ys, torch.autograd.grad(ys.pow(2).mean(), params)
 

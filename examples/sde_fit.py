@@ -140,7 +140,7 @@ def main(argv=None):
         # interval takes the solver's grid (a tree node on every step and output time).
         bm = pnode.BrownianInterval(0.0, float(ts[-1]), size=(args.batch, 1),
                                     entropy=args.seed * 100003 + it)
-        ys = solve(model, y0, ts, bm=bm, dt=args.dt)      # (T, batch, 1)
+        ys = solve(model, y0, ts, bm=bm, dt=args.dt, method="reversible_heun")  # (T, batch, 1)
         idx = torch.randint(0, data.shape[1], (args.batch,), generator=gen)
         loss = path_loss(ys, data[:, idx])
         loss.backward()
@@ -154,7 +154,8 @@ def main(argv=None):
     with torch.no_grad():
         n_eval = data.shape[1]
         bm = pnode.BrownianInterval(0.0, float(ts[-1]), size=(n_eval, 1), entropy=args.seed + 7)
-        model_paths = pnode.sdeint(model, model.sample_y0(n_eval, gen), ts, bm=bm, dt=args.dt)
+        model_paths = pnode.sdeint(model, model.sample_y0(n_eval, gen), ts, bm=bm, dt=args.dt,
+                                   method="reversible_heun")
         mean_err = (model_paths.mean(1) - data.mean(1)).abs().max().item()
         std_err = (model_paths.std(1) - data.std(1)).abs().max().item()
         w2 = path_loss(model_paths, data).item()

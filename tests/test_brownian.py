@@ -166,7 +166,7 @@ def test_brownian_errors():
     with pytest.raises(TypeError, match="dtype"):
         pnode.BrownianInterval(0.0, 1.0, size=(2,), dtype=torch.float16)
     with pytest.raises(ValueError, match="levy_area_approximation"):
-        pnode.BrownianInterval(0.0, 1.0, size=(2,), levy_area_approximation="davie")
+        pnode.BrownianInterval(0.0, 1.0, size=(2,), levy_area_approximation="bogus")
     bm = pnode.BrownianInterval(0.0, 1.0, size=(2,), entropy=0)
     with pytest.raises(ValueError, match="ta"):
         bm(0.5, 0.4)

@@ -152,7 +152,7 @@ def _bad_calls():
         (dict(method="rk4"), ValueError, "reversible_heun"),
         (dict(dt=0.0), ValueError, "dt"),
         (dict(dt=-0.1), ValueError, "dt"),
-        (dict(sde=ito), ValueError, "sde_type"),
+        (dict(sde=ito, method="midpoint"), ValueError, "sde_type"),
         (dict(sde=sde, method="euler"), ValueError, "sde_type"),
         (dict(y0=y0.float().half()), TypeError, "y0"),
         (dict(y0=torch.zeros(B, D, dtype=torch.int64)), TypeError, "y0"),
@@ -161,7 +161,11 @@ def _bad_calls():
         (dict(sde=bad_g), ValueError, "sde.g"),
         (dict(bm=bm_wrong), ValueError, "bm"),
         (dict(bm=bm_short), ValueError, "bm"),
-        (dict(adaptive=True), ValueError, "adaptive"),
+        (dict(adaptive=True, rtol=0.0), ValueError, "rtol"),
+        (dict(dt=1e-7), ValueError, "max_num_steps"),
+        (dict(method="srk", sde=ito, bm=pnode.BrownianInterval(0.0, 1.0, size=(B, D), entropy=0)),
+         ValueError, "levy_area_approximation"),
+        (dict(method="milstein", sde=NeuralSDE("general", "ito")), ValueError, "noise"),
     ], sde, y0, ts
 
 

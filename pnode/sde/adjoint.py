@@ -32,8 +32,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from .solvers import (noise_vjp, reversible_heun_step, reversible_heun_unstep_y,
-                      reversible_heun_unstep_z)
+from .functions import noise_vjp
+from .solvers import reversible_heun_step, reversible_heun_unstep_y, reversible_heun_unstep_z
 
 __all__ = ["reversible_heun_adjoint"]
 
@@ -54,18 +54,22 @@ class _ReversibleHeunAdjoint(torch.autograd.Function):
     def forward(ctx, prob, y0, *params):
         ys = y0.new_empty((len(prob.ts), *y0.shape))
         ys[0] = y0
-        for i, state in prob.outputs(y0):
-            ys[i] = state[0]
+        state = prob.init_state(y0)
+        for _, _, i, state in prob.march(state):
+            if i is not None:
+                ys[i] = state[0]
         ctx.prob = prob
         # f and g at z_N are re-evaluated under autograd in backward; keep only y, z.
-        ctx.final = (state[0], state[1])
-        ctx.params = params
+        ctx.final = (state[0], state[3])
+        # Saved through torch, so that changing a parameter in place before backward
+        # raises torch's in-place error instead of giving a wrong gradient.
+        ctx.save_for_backward(*params)
         return ys
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_ys):
-        prob, params = ctx.prob, ctx.params
+        prob, params = ctx.prob, ctx.saved_tensors
         y, z = ctx.final
         funcs, nt, ts = prob.funcs, prob.funcs.noise_type, prob.ts
         wanted = [p.requires_grad for p in params]
@@ -80,7 +84,7 @@ class _ReversibleHeunAdjoint(torch.autograd.Function):
 
         for ta, tb, i in prob.grid.steps_reversed():
             h = tb - ta
-            dw = prob.increment(ta, tb)
+            dw = prob.noise(ta, tb)
             f1d, g1d = f1.detach(), g1.detach()
             z0 = reversible_heun_unstep_z(funcs, ta, tb, y, z, f1d, g1d, dw)
             z0_req, f0, g0 = _eval_at(funcs, ta, z0)

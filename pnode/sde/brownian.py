@@ -29,6 +29,8 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from .brownian_base import BaseBrownian
+
 __all__ = ["BrownianInterval"]
 
 _MASK64 = (1 << 64) - 1
@@ -42,7 +44,8 @@ _ROOT = 0xA4093822299F31D0
 # interpolation, which keeps additivity exact but is only an approximation of the law.
 _MAX_SUBCELL_LEVEL = 100
 
-_LEVY_AREA_APPROXIMATIONS = ("none", "space-time")
+_LEVY_AREA_APPROXIMATIONS = ("none", "space-time", "davie", "foster")
+_AREA = 0xB7E151628AED2A6A  # seed offset of a node's Lévy-area noise
 
 
 def _mix64(x: int) -> int:
@@ -72,7 +75,7 @@ class _Node:
         self.parent = parent
 
 
-class BrownianInterval:
+class BrownianInterval(BaseBrownian):
     """Brownian motion on ``[t0, t1]`` answering increment queries ``W(tb) - W(ta)``.
 
     Args:
@@ -89,25 +92,53 @@ class BrownianInterval:
             normal draws (one per bisection level). A hint-less interval that has not
             been queried yet and starts at the solver's ``ts[0]`` adopts the grid of the
             first pnode solver using it (a node on every step, output times included).
+        tol: time resolution: intervals shorter than ``tol`` are not bisected further
+            (queries inside one interpolate linearly). 0 (default): float resolution.
+        pool_size: accepted for torchsde compatibility (pnode draws every node's
+            normals from its own counter-based stream; there is no pool).
         cache_size: number of node increments (and in-cell point values) kept in the
             LRU cache; bounds memory to about ``cache_size * prod(size)`` numbers,
-            times 2 with the space-time Lévy area.
-        levy_area_approximation: ``"none"`` or ``"space-time"``. With ``"space-time"``
-            every node also carries its space-time Lévy area ``H`` (see ``__call__``).
+            times 2 with the space-time Lévy area. ``None``: unbounded.
+        halfway_tree: accepted for torchsde compatibility: pnode's path is always a
+            function of ``entropy`` alone, whatever the order of the queries (what
+            torchsde's ``halfway_tree=True`` buys).
+        levy_area_approximation: ``"none"``, ``"space-time"``, ``"davie"`` or
+            ``"foster"``. With ``"space-time"`` every node also carries its space-time
+            Lévy area ``H`` (see ``__call__``); ``"davie"`` and ``"foster"`` add an
+            approximation of the Lévy area ``A`` (Davie 2014; Foster 2020): the node's
+            ``H (x) W - W (x) H`` plus an independent antisymmetric Gaussian correction of
+            variance ``h^2/12`` (Davie) or ``h^2/20 + h/5 (H_i^2 + H_j^2)`` (Foster), so
+            that ``A_ij`` has the exact variance ``h^2/4``; areas of unions of nodes
+            follow Chen's relation.
+        W, H: the increment and space-time Lévy area over ``[t0, t1]`` (default:
+            drawn). ``W`` also gives ``size``, ``dtype`` and ``device`` when they are
+            not passed.
 
     Calling ``bm(ta, tb)`` returns a tensor of shape ``size``; ``bm(t)`` is
     ``bm(t0, t)``. Times are in the same units as ``t0``/``t1``; the increment over an
     interval of length ``h`` has mean 0 and variance ``h`` per entry.
     """
 
-    def __init__(self, t0, t1, size=None, dtype=None, device=None, entropy=None,
-                 dt=None, cache_size=64, levy_area_approximation="none"):
+    def __init__(self, t0=0.0, t1=1.0, size=None, dtype=None, device=None, entropy=None,
+                 dt=None, tol=0.0, pool_size=8, cache_size=45, halfway_tree=False,
+                 levy_area_approximation="none", W=None, H=None):
         t0 = _as_time(t0, "t0")
         t1 = _as_time(t1, "t1")
         if not t0 < t1:
             raise ValueError(f"BrownianInterval: t0 must be < t1, got t0={t0}, t1={t1}")
+        if W is not None:
+            if not isinstance(W, torch.Tensor):
+                raise TypeError(f"BrownianInterval: W must be a tensor, got {type(W).__name__}")
+            size = W.shape if size is None else size
+            dtype = W.dtype if dtype is None else dtype
+            device = W.device if device is None else device
         size = _check_size(size)
         dtype = _check_options(dtype, levy_area_approximation, cache_size)
+        tol = _as_time(tol, "tol")
+        if tol < 0:
+            raise ValueError(f"BrownianInterval: tol must be non-negative, got {tol}")
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+            raise ValueError(f"BrownianInterval: pool_size must be a positive int, got {pool_size!r}")
         entropy = _check_entropy(entropy)
         dt, ncells = _check_step(t0, t1, dt)
 
@@ -119,7 +150,15 @@ class BrownianInterval:
         self._device = torch.device(device) if device is not None else torch.device("cpu")
         self._entropy = int(entropy)
         self._levy = levy_area_approximation
-        self._cache_size = cache_size
+        self._have_H = levy_area_approximation != "none"
+        self._have_A = levy_area_approximation in ("davie", "foster")
+        self._cache_size = cache_size if cache_size is not None else float("inf")
+        self._tol, self._pool_size, self._halfway_tree = tol, pool_size, bool(halfway_tree)
+        self._given = (W, H)
+        for name, v in (("W", W), ("H", H)):
+            if v is not None and tuple(v.shape) != tuple(size):
+                raise ValueError(f"BrownianInterval: {name} must have shape size={tuple(size)}, "
+                                 f"got {tuple(v.shape)}")
 
         # SeedSequence hashes an arbitrary-size integer into well-mixed words: one word
         # keys the whole path's stream family, another seeds the root node.
@@ -132,7 +171,7 @@ class BrownianInterval:
         self._last = self._root
         self._cache: OrderedDict = OrderedDict()
         self._queried = False
-        self._by_points = levy_area_approximation == "none"
+        self._by_points = not self._have_H
         self._bitgen = np.random.Philox(key=0)
         self._npgen = np.random.Generator(self._bitgen)
 
@@ -158,7 +197,25 @@ class BrownianInterval:
         """Shape of one increment (the ``size`` argument)."""
         return self._size
 
-    size = shape
+    def size(self):
+        """Shape of one increment (a method, as in torchsde)."""
+        return self._size
+
+    @property
+    def tol(self):
+        return self._tol
+
+    @property
+    def pool_size(self):
+        return self._pool_size
+
+    @property
+    def cache_size(self):
+        return None if self._cache_size == float("inf") else self._cache_size
+
+    @property
+    def halfway_tree(self):
+        return self._halfway_tree
 
     @property
     def dtype(self) -> torch.dtype:
@@ -183,27 +240,34 @@ class BrownianInterval:
                 f"dt={self._dt}, levy_area_approximation={self._levy!r})")
 
     # ------------------------------------------------------------------ queries
-    def __call__(self, ta, tb=None, return_U=False, return_H=False):
+    def __call__(self, ta, tb=None, return_U=False, return_A=False, return_H=False):
         """Increment ``W(tb) - W(ta)`` of shape ``size``.
 
         ``bm(t)`` (one time) returns ``W(t) - W(t0)``. ``t0 <= ta <= tb <= t1`` is
-        required. With ``levy_area_approximation="space-time"``:
+        required. With a Lévy area approximation other than ``"none"``:
 
-        - ``return_H=True`` also returns the space-time Lévy area
-          ``H = (1/h) * integral_ta^tb (W(s) - W(ta) - (s - ta)/h * (W(tb) - W(ta))) ds``
-          with ``h = tb - ta`` (mean 0, variance ``h/12``, independent of the increment);
         - ``return_U=True`` also returns ``U = integral_ta^tb (W(s) - W(ta)) ds
-          = h * (W/2 + H)`` (torchsde's spelling).
+          = h * (W/2 + H)`` with ``h = tb - ta`` (torchsde's spelling);
+        - ``return_H=True`` (pnode's) also returns the space-time Lévy area
+          ``H = (1/h) * integral_ta^tb (W(s) - W(ta) - (s - ta)/h * (W(tb) - W(ta))) ds``
+          (mean 0, variance ``h/12``, independent of the increment);
+        - ``return_A=True`` (``"davie"``/``"foster"``) also returns the Lévy area
+          approximation ``A``, antisymmetric, of shape ``(*size, size[-1])``; zeros of
+          shape ``size`` when ``size`` has fewer than 2 dimensions (a batch of scalar
+          motions has no area).
 
-        Both flags give ``(W, U, H)``; one gives a pair; neither gives ``W`` alone.
+        Returns ``W`` alone, or the tuple ``(W, U, H, A)`` restricted to the flags given.
         """
         if tb is None:
             ta, tb = self._t0, ta
         ta = _as_time(ta, "ta")
         tb = _as_time(tb, "tb")
-        if (return_U or return_H) and self._levy != "space-time":
-            raise ValueError("BrownianInterval: return_U/return_H need "
-                             "levy_area_approximation='space-time'")
+        if (return_U or return_H) and not self._have_H:
+            raise ValueError("BrownianInterval: return_U/return_H need levy_area_approximation "
+                             "'space-time', 'davie' or 'foster'")
+        if return_A and not self._have_A:
+            raise ValueError("BrownianInterval: return_A needs levy_area_approximation "
+                             "'davie' or 'foster'")
         if ta > tb:
             raise ValueError(f"BrownianInterval: ta must be <= tb, got ta={ta}, tb={tb}")
         if ta < self._t0 or tb > self._t1:
@@ -211,22 +275,54 @@ class BrownianInterval:
                              f"[t0={self._t0}, t1={self._t1}]")
         self._queried = True
         if ta == tb:
-            w = torch.zeros(self._size, dtype=self._dtype, device=self._device)
-            h = torch.zeros_like(w)
+            value = self._zero()
         else:
             value = self._increment(ta, tb)
-            if self._levy == "space-time":
-                w, h = value
-            else:
-                w, h = value, None
-        if not (return_U or return_H):
+        if not self._have_H:
+            w = value
+            if not (return_U or return_H or return_A):
+                return w
+        else:
+            w = value[0]
+        if not (return_U or return_H or return_A):
             return w
         out = [w]
         if return_U:
-            out.append((tb - ta) * (0.5 * w + h))
+            out.append((tb - ta) * (0.5 * w + value[1]))
         if return_H:
-            out.append(h)
+            out.append(value[1])
+        if return_A:
+            out.append(value[2])
         return tuple(out)
+
+    def _zero(self):
+        w = torch.zeros(self._size, dtype=self._dtype, device=self._device)
+        if not self._have_H:
+            return w
+        if not self._have_A:
+            return w, torch.zeros_like(w)
+        return w, torch.zeros_like(w), torch.zeros(self._area_shape(), dtype=self._dtype,
+                                                   device=self._device)
+
+    def _area_shape(self):
+        if len(self._size) < 2:
+            return self._size
+        return (*self._size, self._size[-1])
+
+    def _area(self, seed, w, h, length):
+        """Davie's / Foster's approximation of a node's Lévy area from its ``(W, H)``."""
+        if len(self._size) < 2:
+            return torch.zeros_like(w)
+        a = h.unsqueeze(-1) * w.unsqueeze(-2) - w.unsqueeze(-1) * h.unsqueeze(-2)
+        # Antisymmetric normal noise of unit variance off the diagonal.
+        z = self._normals(_mix64(seed ^ _AREA), 1, self._area_shape())[0]
+        z = (z - z.transpose(-1, -2)) * math.sqrt(0.5)
+        if self._levy == "foster":
+            hh = h * h
+            std = (length * length / 20 + (length / 5) * (hh.unsqueeze(-1) + hh.unsqueeze(-2))).sqrt()
+        else:
+            std = math.sqrt(length * length / 12)
+        return a + std * z
 
     def _adopt_grid(self, time_grid):
         """Put cell boundaries on every step of a pnode solver's grid (before any query).
@@ -253,7 +349,7 @@ class BrownianInterval:
         """Split point of node ``n``, or ``None`` if it cannot be split further."""
         if n.i is not None and n.j - n.i > 1:
             return self._cells.time((n.i + n.j) // 2)
-        if n.level >= _MAX_SUBCELL_LEVEL:
+        if n.level >= _MAX_SUBCELL_LEVEL or n.b - n.a <= self._tol:
             return None
         m = n.a + 0.5 * (n.b - n.a)
         if not n.a < m < n.b:  # a and b are adjacent floats
@@ -283,9 +379,10 @@ class BrownianInterval:
             "has_uint32": 0, "uinteger": 0,
         }
 
-    def _normals(self, seed, count):
+    def _normals(self, seed, count, shape=None):
         self._seed_generator(seed)
-        x = self._npgen.standard_normal((count,) + tuple(self._size), dtype=self._np_dtype)
+        shape = tuple(self._size) if shape is None else tuple(shape)
+        x = self._npgen.standard_normal((count,) + shape, dtype=self._np_dtype)
         x = torch.from_numpy(x)
         if self._device.type != "cpu":
             x = x.to(self._device)
@@ -294,13 +391,20 @@ class BrownianInterval:
     def _root_val(self):
         if self._root_value is None:
             h = self._t1 - self._t0
-            if self._levy == "space-time":
-                z = self._normals(_mix64(self._root.seed ^ _ROOT), 2)
-                self._root_value = (math.sqrt(h) * z[0], math.sqrt(h / 12) * z[1])
+            z = self._normals(_mix64(self._root.seed ^ _ROOT), 2)
+            w_given, h_given = self._given
+            w = math.sqrt(h) * z[0] if w_given is None else self._as_value(w_given)
+            if not self._have_H:
+                self._root_value = w
             else:
-                z = self._normals(_mix64(self._root.seed ^ _ROOT), 1)
-                self._root_value = math.sqrt(h) * z[0]
+                hh = math.sqrt(h / 12) * z[1] if h_given is None else self._as_value(h_given)
+                self._root_value = (w, hh)
+                if self._have_A:
+                    self._root_value = (w, hh, self._area(self._root.seed, w, hh, h))
         return self._root_value
+
+    def _as_value(self, x):
+        return x.detach().to(device=self._device, dtype=self._dtype)
 
     def _cache_get(self, key):
         v = self._cache.get(key)
@@ -321,6 +425,9 @@ class BrownianInterval:
         vr = self._cache_get(kr)
         if vl is None or vr is None:
             vl, vr = self._bridge(n, m, v)
+            if self._have_A:
+                vl = (*vl, self._area(left.seed, vl[0], vl[1], m - n.a))
+                vr = (*vr, self._area(right.seed, vr[0], vr[1], n.b - m))
             self._cache_put(kl, vl)
             self._cache_put(kr, vr)
         return left, vl, right, vr
@@ -329,14 +436,14 @@ class BrownianInterval:
         h = n.b - n.a
         u = m - n.a
         h2 = n.b - m
-        if self._levy != "space-time":
+        if not self._have_H:
             # z is a fresh buffer, so scale it in place: two kernels instead of four.
             wl = self._normals(n.seed, 1)[0].mul_(math.sqrt(u * h2 / h)).add_(v, alpha=u / h)
             return wl, v - wl
         # Conditioning by Matheron's rule: sample the four independent quantities of
         # the two halves from their prior, then correct by the (exactly known) linear
         # map to the parent's (W, H), whose prior covariance is diag(h, h/12).
-        w, hh = v
+        w, hh = v[0], v[1]
         z = self._normals(n.seed, 4)
         w1 = math.sqrt(u) * z[0]
         w2 = math.sqrt(h2) * z[1]
@@ -372,18 +479,25 @@ class BrownianInterval:
             return right
         if right is None:
             return left
-        if self._levy != "space-time":
+        if not self._have_H:
             return left + right
-        (wl, Hl), (wr, Hr) = left, right
+        wl, Hl, wr, Hr = left[0], left[1], right[0], right[1]
         h = hl + hr
-        return wl + wr, (hl * Hl + hr * Hr + 0.5 * (hr * wl - hl * wr)) / h
+        out = (wl + wr, (hl * Hl + hr * Hr + 0.5 * (hr * wl - hl * wr)) / h)
+        if not self._have_A:
+            return out
+        area = left[2] + right[2]
+        if len(self._size) >= 2:  # Chen's relation: the antisymmetric part of W_l (x) W_r
+            area = area + 0.5 * (wl.unsqueeze(-1) * wr.unsqueeze(-2) - wr.unsqueeze(-1) * wl.unsqueeze(-2))
+        return (*out, area)
 
     def _partial(self, n, v, ta, tb):
         # Only reached below float resolution (see _MAX_SUBCELL_LEVEL): interpolate.
         frac = (tb - ta) / (n.b - n.a)
-        if self._levy != "space-time":
+        if not self._have_H:
             return frac * v
-        return frac * v[0], torch.zeros_like(v[1])
+        out = (frac * v[0], torch.zeros_like(v[1]))
+        return out if not self._have_A else (*out, frac * v[2])
 
     def _increment(self, ta, tb):
         # Search from the last queried node: a fixed-step solver's next query sits next
@@ -438,7 +552,7 @@ class BrownianInterval:
         seed, level = n.seed, n.level
         while True:
             m = lo + 0.5 * (hi - lo)
-            if not lo < m < hi or level >= _MAX_SUBCELL_LEVEL:
+            if not lo < m < hi or level >= _MAX_SUBCELL_LEVEL or hi - lo <= self._tol:
                 # Below float (or the depth cap's) resolution: interpolate linearly.
                 w = (s - lo) / (hi - lo)
                 c = [(1.0 - w) * a + w * b for a, b in zip(c_lo, c_hi)]
@@ -579,7 +693,7 @@ def _check_options(dtype, levy_area_approximation, cache_size):
         raise ValueError(
             "BrownianInterval: levy_area_approximation must be one of "
             f"{list(_LEVY_AREA_APPROXIMATIONS)}, got {levy_area_approximation!r}")
-    if not isinstance(cache_size, int) or cache_size < 4:
+    if cache_size is not None and (not isinstance(cache_size, int) or cache_size < 4):
         raise ValueError("BrownianInterval: cache_size must be an int >= 4, "
                          f"got {cache_size!r}")
     return dtype

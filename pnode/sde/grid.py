@@ -14,6 +14,7 @@ however many steps there are.
 
 from __future__ import annotations
 
+import bisect
 import math
 
 
@@ -35,22 +36,31 @@ class TimeGrid:
         # For each output interval, the k whose grid points lie strictly inside it.
         self.inner = [_inner_range(self.t0, self.dt, s, e, tol)
                       for s, e in zip(self.ts, self.ts[1:])]
+        # Index of the first step of each output interval.
+        self._starts = [0]
+        for r in self.inner:
+            self._starts.append(self._starts[-1] + len(r) + 1)
 
     def point(self, k):
         """Grid point ``t0 + k*dt``."""
         return self.t0 + k * self.dt
 
-    def steps(self):
-        """Forward steps ``(ta, tb, i)``; ``i`` is the index of the output time equal to
-        ``tb``, or ``None`` when ``tb`` is an interior grid point."""
+    def steps(self, start=0):
+        """Forward steps ``(ta, tb, i)``, from the ``start``-th on; ``i`` is the index of
+        the output time equal to ``tb``, or ``None`` when ``tb`` is an interior grid
+        point. Starting late costs O(log len(ts)), not the skipped steps."""
         t0, dt, ts = self.t0, self.dt, self.ts
-        for i, inner in enumerate(self.inner):
-            ta = ts[i]
-            for k in inner:
+        first = max(0, bisect.bisect_right(self._starts, start) - 1)
+        for i in range(first, len(self.inner)):
+            inner = self.inner[i]
+            skip = max(0, start - self._starts[i])
+            ta = ts[i] if skip == 0 else t0 + inner[skip - 1] * dt
+            for k in inner[skip:]:
                 tb = t0 + k * dt
                 yield ta, tb, None
                 ta = tb
-            yield ta, ts[i + 1], i + 1
+            if skip <= len(inner):
+                yield ta, ts[i + 1], i + 1
 
     def steps_reversed(self):
         """The steps in reverse order, as ``(ta, tb, i)``; here ``i`` is the index of the
@@ -67,7 +77,7 @@ class TimeGrid:
 
     def __len__(self):
         """Number of steps."""
-        return sum(len(r) + 1 for r in self.inner)
+        return self._starts[-1]
 
 
 def _inner_range(t0, dt, s, e, tol):

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import torch
 from torch import nn
 
-from .methods import get_method, methods_for, reversible_methods
-from .solvers import NOISE_TYPES, SDE_TYPES, SDEFunctions
+from .functions import NAME_KEYS, NOISE_TYPES, SDE_TYPES, SDEFunctions
+from .methods import get_method, is_torchsde_name, methods_for
 
-# The keys of torchsde's ``names`` that pnode resolves; torchsde's others (prior_drift,
-# ...) serve solvers pnode does not have and pass unused.
-_NAME_KEYS = ("drift", "diffusion", "drift_and_diffusion")
+DEFAULT_MAX_STEPS = 10**6  # as for ODEs: a finite default, so an absurd dt cannot run forever
 
 
 def check_y0(y0):
@@ -75,15 +74,63 @@ def check_dt(dt):
     return dt
 
 
-def check_adaptive(adaptive):
-    """``adaptive``: accepted for torchsde's signature, but only falsy values work."""
-    if adaptive:
-        raise ValueError("adaptive=True is not supported: pnode's SDE solvers take fixed steps dt")
+def check_tolerances(adaptive, rtol, atol, dt_min):
+    """``rtol``/``atol``/``dt_min``: positive finite numbers, checked when ``adaptive``;
+    returns them as floats."""
+    out = []
+    for name, v in (("rtol", rtol), ("atol", atol), ("dt_min", dt_min)):
+        if isinstance(v, torch.Tensor):
+            if v.requires_grad:
+                raise ValueError(f"{name} must not require gradient")
+            v = v.item() if v.numel() == 1 else v
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TypeError(f"{name} must be a positive number, got {v!r}")
+        v = float(v)
+        if adaptive and not (math.isfinite(v) and v > 0):
+            raise ValueError(f"{name} must be positive and finite, got {v}")
+        out.append(v)
+    return out
 
 
-def check_method(method):
-    """``method``: a registered name or alias; returns its :class:`SDEMethod`."""
-    return get_method(method)
+def check_options(options, method):
+    """``options``: ``None`` or a dict of the method's options (``grad_free``) and
+    ``max_num_steps``; returns ``(stepper keyword arguments, max_num_steps)``."""
+    try:
+        options = dict(options or {})
+    except (TypeError, ValueError):
+        raise TypeError(f"options must be a dict, got {options!r}") from None
+    max_steps = options.pop("max_num_steps", DEFAULT_MAX_STEPS)
+    if isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral) or max_steps < 1:
+        raise ValueError(f"options['max_num_steps'] must be a positive int, got {max_steps!r}")
+    step_options = {}
+    for key, value in options.items():
+        if key in method.options:
+            step_options[key] = bool(value)
+        elif key != "grad_free":  # torchsde ignores grad_free for methods without it
+            warnings.warn(f"options[{key!r}] is not used by method={method.name!r}", stacklevel=4)
+    return step_options, int(max_steps)
+
+
+def check_step_count(grid, max_steps, dt):
+    """A fixed-step solve needs at most ``max_steps`` steps (like the ODE solvers'
+    ``max_num_steps``), so a tiny ``dt`` fails at once instead of running forever."""
+    n = len(grid)
+    if n > max_steps:
+        span = grid.ts[-1] - grid.ts[0]
+        raise ValueError(f"dt={dt:.6g} implies {n} steps over a span of {span:.6g}, more than "
+                         f"max_num_steps={max_steps}: use a larger dt, or raise "
+                         "options['max_num_steps']")
+
+
+def check_method(method, sde_type, noise_type):
+    """``method``: a registered name or alias, or ``None`` for torchsde's default by
+    ``sde_type`` and ``noise_type``; returns its :class:`SDEMethod`."""
+    from .methods import default_method
+    if method is None:
+        method = default_method(sde_type, noise_type)
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a string, got {method!r}")
+    return get_method(method, sde_type)
 
 
 def check_sde(sde):
@@ -97,21 +144,36 @@ def check_sde(sde):
     return noise_type, sde_type
 
 
-def check_method_fits(method, sde_type):
-    """The :class:`SDEMethod` ``method`` converges to ``sde_type`` (Ito/Stratonovich)."""
+def check_method_fits(method, sde_type, noise_type):
+    """The :class:`SDEMethod` ``method`` converges to ``sde_type`` (Itô/Stratonovich)
+    and handles ``noise_type``."""
     if method.sde_type != sde_type:
+        name = "milstein" if method.name == "milstein_stratonovich" else method.name
         raise ValueError(
-            f"method={method.name!r} solves {method.sde_type} SDEs but sde.sde_type="
+            f"method={name!r} solves {method.sde_type} SDEs but sde.sde_type="
             f"{sde_type!r}; use one of {methods_for(sde_type)} for {sde_type} SDEs")
+    if noise_type not in method.noise_types:
+        raise ValueError(f"method={method.name!r} handles noise types {list(method.noise_types)}, "
+                         f"but sde.noise_type={noise_type!r}")
+
+
+def check_bm_levy_area(bm, method):
+    """``bm`` provides what ``method`` needs (the space-time or full Lévy area)."""
+    have = getattr(bm, "levy_area_approximation", None)
+    if method.needs != "W" and have not in method.levy_areas:
+        raise ValueError(f"method={method.name!r} needs a Brownian motion with "
+                         f"levy_area_approximation in {list(method.levy_areas)}, but bm has "
+                         f"{have!r}")
 
 
 def check_names(names):
-    """``names``: ``None`` or a mapping (torchsde's renaming of ``f``/``g``); returns a dict."""
+    """``names``: ``None`` or a mapping (torchsde's renaming of ``f``/``g``/...); returns
+    a dict."""
     try:
         names = dict(names or {})
     except (TypeError, ValueError) as e:
         raise type(e)(f"names must be a mapping such as {{'drift': 'h'}}, got {names!r}") from None
-    for key in _NAME_KEYS:
+    for key in NAME_KEYS:
         if key in names and not isinstance(names[key], str):
             raise TypeError(f"names[{key!r}] must be the name of a method of sde, "
                             f"got {names[key]!r}")
@@ -142,23 +204,22 @@ def check_increment(dw, expected, noise_type, y0):
         raise TypeError(f"bm has dtype {dw.dtype} but y0 has dtype {y0.dtype}")
 
 
-def check_adjoint_method(method, given, adjoint_method):
-    """``sdeint_adjoint``'s ``method`` (an :class:`SDEMethod`, spelled ``given`` by the
-    caller) is reversible, and ``adjoint_method`` names its adjoint."""
-    if not method.reversible:
-        use = " or ".join(f"method={n!r}" for n in reversible_methods())
-        raise ValueError(
-            f"sdeint_adjoint: method={given!r} has no algebraically reversible adjoint; "
-            f"use {use}, or sdeint(...) to backpropagate through {given!r}")
-    if adjoint_method not in method.adjoint_names:
-        raise ValueError(f"sdeint_adjoint: adjoint_method must be one of "
-                         f"{list(method.adjoint_names)}, got {adjoint_method!r}")
+def check_adjoint_method(adjoint_method):
+    """``adjoint_method``: ``None`` or one of torchsde's method names. pnode's adjoint
+    re-steps the forward method exactly (or reverses reversible Heun), so the name is
+    only checked, never used to pick another solver."""
+    if adjoint_method is not None and not is_torchsde_name(adjoint_method):
+        raise ValueError(f"adjoint_method must be None or a torchsde method name, got "
+                         f"{adjoint_method!r}")
 
 
 def check_adjoint_params(adjoint_params, sde):
     """``adjoint_params``: tensors (default ``sde.parameters()``); returns a tuple."""
     if adjoint_params is None:
-        return tuple(sde.parameters()) if isinstance(sde, nn.Module) else ()
+        if not isinstance(sde, nn.Module):
+            raise ValueError("sde must be an nn.Module for sdeint_adjoint to find its parameters; "
+                             "otherwise pass adjoint_params=(...) (or adjoint_params=() for none)")
+        return tuple(sde.parameters())
     adjoint_params = tuple(adjoint_params)
     for p in adjoint_params:
         if not isinstance(p, torch.Tensor):
@@ -221,3 +282,17 @@ class CheckedFunctions(SDEFunctions):
     def f_and_g(self, t, y):
         f, g = super().f_and_g(t, y)
         return self._checked_f(f, y), self._checked_g(g, y)
+
+    def _checked_prod(self, gv, y):
+        if not (isinstance(gv, torch.Tensor) and gv.shape == y.shape):
+            shape = tuple(gv.shape) if isinstance(gv, torch.Tensor) else type(gv).__name__
+            raise ValueError(f"sde.g_prod returned shape {shape} but the state has shape "
+                             f"{tuple(y.shape)}")
+        return gv
+
+    def g_prod(self, t, y, v):
+        return self._checked_prod(super().g_prod(t, y, v), y)
+
+    def f_and_g_prod(self, t, y, v):
+        f, gv = super().f_and_g_prod(t, y, v)
+        return self._checked_f(f, y), self._checked_prod(gv, y)
