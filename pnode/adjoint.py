@@ -75,11 +75,13 @@ def time_gradient(integrator, layout, times, ys, grad_ys, grad_y0):
     Returns:
         float64 tensor of ``len(times)`` entries.
     """
-    g = grad_ys.detach().to(PETSC_DTYPE)
+    # beside grad_y0 (a copy of the adjoint Vec: on the host unless PETSc has CUDA):
+    # grad_ys and the rates are on the model's device, and CUDA (n,) - CPU (n,) is an error
+    g = grad_ys.detach().to(device=grad_y0.device, dtype=PETSC_DTYPE)
     out = torch.zeros(len(times), dtype=PETSC_DTYPE)
     if len(times) == 1:
         return out
-    f = integrator.rates(layout, times, ys)
+    f = integrator.rates(layout, times, ys).to(device=grad_y0.device)
     dots = (g[1:] * f[1:]).sum(1).tolist() + [-float(((grad_y0 - g[0]) * f[0]).sum())]
     dots = [integrator.reducer.sum(x) for x in dots]  # each rank holds its shard of the state
     out[1:] = torch.tensor(dots[:-1], dtype=PETSC_DTYPE)

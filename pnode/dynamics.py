@@ -209,16 +209,16 @@ class Linearization:
         u, out = self._graph
         dyn.stats["vjp_evals"] += V64.shape[0]
         if not out.requires_grad:
-            return torch.zeros_like(V64)
+            return torch.zeros_like(V64, dtype=PETSC_DTYPE)
         V = dyn.layout.to_model(V64).reshape(V64.shape[0], *out.shape)
         if dyn.batched_backward:
             try:
                 (rows,) = torch.autograd.grad(out, u, V, retain_graph=True, allow_unused=True,
                                               is_grads_batched=True)
-                return torch.zeros_like(V64) if rows is None else rows.reshape(V64.shape).to(PETSC_DTYPE)
+                return torch.zeros_like(V64, dtype=PETSC_DTYPE) if rows is None else rows.reshape(V64.shape).to(PETSC_DTYPE)
             except RuntimeError:
                 dyn.batched_backward = False
-        return torch.stack([self.vjp(v) for v in V64])
+        return torch.stack([self.vjp(v).to(PETSC_DTYPE) for v in V64])
 
     def build(self):
         """Evaluate ``func`` at this point with a graph (kept for the products)."""

@@ -23,7 +23,9 @@ def sweep(rec, grad_ys, stats, reducer):
     Returns:
         ``(grad_y0, grad_params)``: flat float64 tensors (``n`` and ``n_params`` long).
     """
-    g = grad_ys.detach().to(PETSC_DTYPE)
+    # one device->host copy of every output's loss gradient (they join host Vecs), not
+    # one per output time, each with a device sync for its .any()
+    g = grad_ys.detach().to(device="cpu", dtype=PETSC_DTYPE)
     if rec.trivial:  # y(t) = y0 at every output time
         return g.sum(0), torch.zeros(sum(p.numel() for p in rec.params), dtype=PETSC_DTYPE)
     ws = rec.workspace
@@ -41,7 +43,7 @@ def sweep(rec, grad_ys, stats, reducer):
         k = output_at.get(step)  # the loss gradient at an output time joins the adjoint state
         if k is not None and g[k].any():
             view = vec_view(lam, "rw")
-            view += g[k].to(view.device)
+            view += g[k].to(view.device)  # a CUDA Vec's view (PETSc with CUDA) is on the device
             lam.stateIncrease()
     rec.plan.prepare(ts)
     ts.setCostGradients([lam], [mu] if mu is not None else None)

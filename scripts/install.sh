@@ -22,6 +22,8 @@
 #   PNODE_VENV          where to build the environment (default: .venv at the repository root)
 #   PNODE_PETSC_CONFIGURE  extra PETSc configure options (e.g. --with-64-bit-indices; part of
 #                       the wheel cache key, so each set of options gets its own wheels)
+#   PNODE_PETSC_ONLY=1  stop after MPI, mpi4py, PETSc and petsc4py: no torch (numpy only,
+#                       which petsc4py's build needs) and no pnode (scripts/build_device_wheels.sh)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,6 +36,7 @@ PYREVOLVE_VERSION=2.2.8
 CACHE=${PNODE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pnode}
 CUDA=${PNODE_CUDA:-0}
 EXTRAS=${PNODE_EXTRAS:-test,examples}
+PETSC_ONLY=${PNODE_PETSC_ONLY:-0}
 
 for arg in "$@"; do
   case "$arg" in
@@ -76,7 +79,12 @@ if ! has wheel || ! has Cython; then
 fi
 
 # ---------------------------------------------------------------- torch and numpy
-if ! has torch; then
+if [ "$PETSC_ONLY" = 1 ]; then
+  if ! has numpy; then
+    stage "numpy (petsc4py's build needs it; PNODE_PETSC_ONLY=1: no torch)"
+    logged numpy "${PIP[@]}" install numpy
+  fi
+elif ! has torch; then
   stage "torch ($TORCH_REQ) and numpy"
   logged torch "${PIP[@]}" install "$TORCH_REQ" numpy
 fi
@@ -153,10 +161,11 @@ relocate() {
 
 petsc_key() {
   # Everything the PETSc build depends on: the version, the configure options (which name
-  # the revolve build, itself keyed by our adapter's sources), MPI, Python, the machine.
+  # the revolve build, itself keyed by our adapter's sources), MPI, Python (the venv's,
+  # or $2), the machine.
   local mpiver pyver
   mpiver=$("${PIP[@]}" show mpich 2>/dev/null | awk '/^Version/{print $2}')
-  pyver=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  pyver=${2:-$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')}
   printf '%s\n' "$PETSC_VERSION" "$1" "mpich-$mpiver" "py$pyver" "$(uname -m)" | sha256sum | cut -c1-16
 }
 
@@ -171,7 +180,8 @@ else
   REVOLVE=$(build_revolve)
   opts="--with-fc=0 --with-debugging=0 COPTFLAGS=-O2 CXXOPTFLAGS=-O2"
   opts="$opts --with-revolve-include=$REVOLVE/include --with-revolve-lib=$REVOLVE/lib/librevolve.a"
-  opts="$opts ${PNODE_PETSC_CONFIGURE:-}"
+  # appended only when set: a trailing space would change the cache key of the default build
+  [ -n "${PNODE_PETSC_CONFIGURE:-}" ] && opts="$opts $PNODE_PETSC_CONFIGURE"
   if [ "$CUDA" = 1 ]; then
     command -v nvcc >/dev/null || die "--cuda needs nvcc on PATH"
     opts="$opts --with-cuda=1 --with-cudac=$(command -v nvcc)"
@@ -182,6 +192,18 @@ else
     WHEELS="$CACHE/wheels/petsc-$PETSC_VERSION-$key"
     mkdir -p "$WHEELS"
     export MPICC="$VENV/bin/mpicc" MPICXX="$VENV/bin/mpicxx"
+    if ! ls "$WHEELS"/petsc-*.whl >/dev/null 2>&1; then
+      # The PETSc wheel (py3-none) does not link Python: one built for another Python with
+      # the same options and MPI serves (petsc4py, which does, is built per Python below).
+      for v in 3.10 3.11 3.12 3.13 3.14; do
+        other="$CACHE/wheels/petsc-$PETSC_VERSION-$(petsc_key "$opts" "$v")"
+        if ls "$other"/petsc-*-py3-none-*.whl >/dev/null 2>&1; then
+          stage "PETSc wheel of the Python $v build reused (it does not link Python)"
+          cp "$other"/petsc-*-py3-none-*.whl "$WHEELS"/
+          break
+        fi
+      done
+    fi
     if ! ls "$WHEELS"/petsc-*.whl >/dev/null 2>&1; then
       stage "PETSc $PETSC_VERSION from source (about 10 min on 2 cores; log: $LOGDIR/petsc.log)"
       PETSC_CONFIGURE_OPTIONS="$opts" logged petsc "${PIP[@]}" wheel --no-deps --no-cache-dir \
@@ -202,6 +224,10 @@ else
   fi
 fi
 have_petsc4py || die "petsc4py does not import; see $LOGDIR"
+if [ "$PETSC_ONLY" = 1 ]; then
+  stage "done (PNODE_PETSC_ONLY=1: PETSc wheels in ${WHEELS:-the system}; no torch, no pnode)"
+  exit 0
+fi
 
 # ---------------------------------------------------------------- pnode itself
 # Reinstall when pyproject.toml changed or extras are asked for that are not installed yet.

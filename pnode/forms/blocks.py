@@ -82,7 +82,10 @@ class BlockJacobianPC:
         """``(B, d, d)``: row k of every block is ``J^T`` of the k-th unit vector
         repeated over the samples: d vector-Jacobian products in one batched backward."""
         B, d = self.B, self.d
-        E = torch.eye(d, dtype=lin.u64.dtype, device=lin.u64.device)
+        # made where the model runs: on the host (u64's side) it would be a (d, n) copy to
+        # the device at every Jacobian
+        lay = lin.dyn.layout
+        E = torch.eye(d, dtype=lay.dtype, device=lay.device)
         E = E.reshape(d, 1, d).expand(d, B, d).reshape(d, B * d)
         return lin.vjp_rows(E).reshape(d, B, d).permute(1, 0, 2)
 
