@@ -32,6 +32,7 @@ import os
 import re
 import sys
 import time
+import traceback
 
 from mpi4py import MPI  # loads libmpi before libpetsc needs it
 import petsc4py
@@ -156,7 +157,7 @@ def _abort_on_uncaught(environ):
     return "on: an uncaught exception aborts all %d ranks" % MPI.COMM_WORLD.Get_size()
 
 
-_SECONDARY_GRACE = 3.0  # seconds a rank that failed because another did waits before aborting
+_SECONDARY_GRACE = 5.0  # seconds a rank that failed because another did waits before aborting
 
 
 def abort_on_exception(comm):
@@ -168,15 +169,20 @@ def abort_on_exception(comm):
     previous = sys.excepthook
 
     def hook(exc_type, exc, tb):
+        rank = comm.Get_rank()
         try:
             if getattr(exc, "reason", None) == "OTHER_RANK":
                 # the rank that failed first is aborting the job with the traceback that
                 # matters; give it time to print before this one ends everything
-                sys.stderr.write(f"[rank {comm.Get_rank()}] {exc}\n")
+                sys.stderr.write(f"[rank {rank}] {exc}\n")
                 sys.stderr.flush()
                 time.sleep(_SECONDARY_GRACE)
-            sys.stderr.write(f"[rank {comm.Get_rank()}] uncaught exception: aborting the MPI job\n")
-            previous(exc_type, exc, tb)
+            if previous is sys.__excepthook__:  # one write: an abort elsewhere cannot cut it short
+                sys.stderr.write(f"[rank {rank}] uncaught exception: aborting the MPI job\n"
+                                 + "".join(traceback.format_exception(exc_type, exc, tb)))
+            else:  # the user's (or IPython's) own hook prints
+                sys.stderr.write(f"[rank {rank}] uncaught exception: aborting the MPI job\n")
+                previous(exc_type, exc, tb)
             sys.stderr.flush()
         finally:
             comm.Abort(1)
