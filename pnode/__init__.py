@@ -23,7 +23,8 @@ from .versions import info
 from .methods import METHODS
 from .functional import odeint, odeint_adjoint, odeint_event
 from .dense import odeint_dense
-from .sde import BrownianInterval, sdeint, sdeint_adjoint
+from .sde import BrownianInterval
+from .sde.api import pnode_sdeint as sdeint, pnode_sdeint_adjoint as sdeint_adjoint
 from .solver import ODESolver, close_all
 
 _runtime.at_exit(close_all)

@@ -196,3 +196,17 @@ def test_diffusion_shape_checked_on_every_call():
             return torch.ones_like(y) if self.calls < 3 else torch.ones_like(y[:, :1])
     with pytest.raises(ValueError, match="sde.g returned shape"):
         pnode.sdeint(Later(), torch.ones(2, 3), torch.tensor([0.0, 1.0]), method="euler", dt=0.1)
+
+
+def test_top_level_default_stays_reversible_heun_for_stratonovich():
+    """pnode.sdeint keeps pnode's default (reversible Heun) for a Stratonovich SDE, while
+    pnode.sde.sdeint follows torchsde (midpoint): same Brownian path, bitwise results."""
+    import pnode.sde as tsde
+    sde = NeuralSDE("diagonal")
+    y0 = torch.ones(B, D)
+    ts = torch.tensor([0.0, 0.5])
+    bm = tsde.BrownianInterval(0.0, 0.5, size=(B, D), entropy=3)
+    with torch.no_grad():
+        top = pnode.sdeint(sde, y0, ts, bm=bm, dt=0.1)
+        assert torch.equal(top, tsde.sdeint(sde, y0, ts, bm=bm, dt=0.1, method="reversible_heun"))
+        assert not torch.equal(top, tsde.sdeint(sde, y0, ts, bm=bm, dt=0.1))

@@ -15,7 +15,7 @@ from .grid import TimeGrid
 from .logqp import LogqpSDE, split_output
 from .problem import Problem
 
-__all__ = ["sdeint", "sdeint_adjoint"]
+__all__ = ["sdeint", "sdeint_adjoint", "pnode_sdeint", "pnode_sdeint_adjoint"]
 
 
 def sdeint(sde, y0, ts, bm=None, method=None, dt=1e-3, adaptive=False, rtol=1e-5, atol=1e-4,
@@ -201,3 +201,25 @@ def _default_bm(prob):
     entropy = int(torch.randint(0, 2**62, (), dtype=torch.int64))
     return BrownianInterval(prob.ts[0], prob.ts[-1], size=size, dtype=prob.y0.dtype,
                             device=prob.y0.device, entropy=entropy, levy_area_approximation=levy)
+
+
+def _pnode_default(sde, method):
+    """pnode's own default method: reversible Heun for a Stratonovich SDE (exact adjoint in
+    O(1) memory; pnode's default since its first release), torchsde's otherwise."""
+    if method is None and getattr(sde, "sde_type", None) == "stratonovich":
+        return "reversible_heun"
+    return method
+
+
+def pnode_sdeint(sde, y0, ts, bm=None, method=None, dt=1e-3, **kwargs):
+    """``pnode.sdeint``: :func:`sdeint`, except that a Stratonovich SDE without ``method``
+    is solved with reversible Heun (torchsde's default there is midpoint; use
+    ``pnode.sde.sdeint`` for torchsde's defaults exactly)."""
+    return sdeint(sde, y0, ts, bm, _pnode_default(sde, method), dt, **kwargs)
+
+
+def pnode_sdeint_adjoint(sde, y0, ts, bm=None, method=None, dt=1e-3, **kwargs):
+    """``pnode.sdeint_adjoint``: :func:`sdeint_adjoint`, except that a Stratonovich SDE
+    without ``method`` gets reversible Heun and its O(1)-memory algebraic adjoint (torchsde's
+    default there is midpoint; use ``pnode.sde.sdeint_adjoint`` for torchsde's defaults)."""
+    return sdeint_adjoint(sde, y0, ts, bm, _pnode_default(sde, method), dt=dt, **kwargs)
