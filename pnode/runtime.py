@@ -157,7 +157,8 @@ def _abort_on_uncaught(environ):
     return "on: an uncaught exception aborts all %d ranks" % MPI.COMM_WORLD.Get_size()
 
 
-_SECONDARY_GRACE = 5.0  # seconds a rank that failed because another did waits before aborting
+_SECONDARY_GRACE = 4.0  # seconds a rank that failed because another did waits before aborting
+_FORWARD_GRACE = 1.5  # seconds between printing the traceback and aborting (mpiexec's forwarding)
 
 
 def abort_on_exception(comm):
@@ -184,6 +185,9 @@ def abort_on_exception(comm):
                 sys.stderr.write(f"[rank {rank}] uncaught exception: aborting the MPI job\n")
                 previous(exc_type, exc, tb)
             sys.stderr.flush()
+            # mpiexec forwards each rank's output through a pipe and drops what it has not
+            # read yet when the job is aborted: give it a moment to pass the traceback on
+            time.sleep(_FORWARD_GRACE)
         finally:
             comm.Abort(1)
     hook.pnode_abort = True
