@@ -60,6 +60,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from _cli import DefaultsOnceFormatter  # examples/_cli.py
+
 import pnode
 
 ADAPTIVE_DEFAULT = "dopri5"
@@ -371,22 +373,12 @@ def plot_compare(rows, path):
 
 
 # ---------------------------------------------------------------------------- main
-class _Formatter(argparse.HelpFormatter):
-    """Appends a default the help text does not state already (argparse's
-    ArgumentDefaultsHelpFormatter would print stated ones twice, and None ones)."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
-            return text
-        return text + " (default: %(default)s)"
-
 
 def parse(argv):
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog="Unrecognised -options are passed to PETSc (e.g. -block0_ts_monitor).",
-        formatter_class=_Formatter)
+        formatter_class=DefaultsOnceFormatter)
     p.add_argument("--method", default=None,
                    help=f"integrator (see pnode.METHODS); default {FIXED_DEFAULT} with --steps, "
                         f"{ADAPTIVE_DEFAULT} with --rtol")

@@ -32,6 +32,7 @@ from mpi4py import MPI
 
 from pnode.models import CNF  # importing pnode starts PETSc with the command line's -options
 from pnode.parallel import abort_on_exception, allreduce_sum, print0, shard
+from _cli import DefaultsOnceFormatter  # examples/_cli.py
 
 TOYS = ("moons", "8gaussians", "checkerboard")
 
@@ -139,7 +140,7 @@ def plot(cnf, args, train, mean, std, path, iters, nll, base):
 # ---------------------------------------------------------------------------- main
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__, epilog="Unrecognised -options go to PETSc.",
-                                formatter_class=_Formatter)
+                                formatter_class=DefaultsOnceFormatter)
     p.add_argument("--data", default="moons", choices=TOYS + ("digits",), help="dataset (default moons)")
     p.add_argument("--iters", type=int, default=None,
                    help="training iterations (400 for 2-D data: about 4 minutes on 2 cores; 300 for digits)")
@@ -175,16 +176,6 @@ def parse(argv):
         args.lr = 3e-3 if digits else 5e-3
     return args
 
-
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the docstring's layout; a default the help text does not state already is
-    appended (argparse's ArgumentDefaultsHelpFormatter would print stated ones twice)."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
-            return text
-        return text + " (default: %(default)s)"
 
 
 def main(argv=None):

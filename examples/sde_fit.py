@@ -27,6 +27,8 @@ import time
 import torch
 from torch import nn
 
+from _cli import DefaultsOnceFormatter  # examples/_cli.py
+
 THETA, MU, SIGMA = 2.0, -0.5, 0.6
 X0_MEAN, X0_STD = 1.0, 0.1
 
@@ -79,20 +81,10 @@ def path_loss(model, data):
     return wasserstein2(model, data) + wasserstein2(model.diff(dim=0), data.diff(dim=0))
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the epilog's layout; a default the help text does not state already is
-    appended (argparse's ArgumentDefaultsHelpFormatter would print stated ones twice)."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
-            return text
-        return text + " (default: %(default)s)"
-
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=_Formatter,
+                                formatter_class=DefaultsOnceFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--steps", type=int, default=400, help="training iterations (default 400)")
     p.add_argument("--batch", type=int, default=256,

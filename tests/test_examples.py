@@ -106,7 +106,7 @@ def test_help_states_each_default_once():
     ArgumentDefaultsHelpFormatter appends one to help texts that already state it)."""
     import os
     from helpers import EXAMPLES
-    for name in sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".py")):
+    for name in sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".py") and not f.startswith("_")):
         text = run_example(name, "--help").stdout
         entries = re.split(r"\n  (?=-)", text)
         twice = [e.split()[0] for e in entries if "(default: " in e and e.lower().count("default") > 1]
