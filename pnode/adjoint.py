@@ -16,9 +16,9 @@ class _ODEAdjoint(torch.autograd.Function):
     """Forward: PETSc solve. Backward: PETSc discrete adjoint."""
 
     @staticmethod
-    def forward(ctx, integrator, layout, grid, record, t, y0_flat, *params):
+    def forward(ctx, integrator, layout, grid, record, interpolate, t, y0_flat, *params):
         ys, rec = integrator.forward(layout, y0_flat, list(grid.times), list(params), record=record,
-                                     jumps=grid.jumps)
+                                     jumps=grid.jumps, interpolate=interpolate)
         ctx.outputs = grid.outputs
         ctx.integrator, ctx.layout, ctx.rec = integrator, layout, rec
         ctx.t_like = t if t is not None and t.requires_grad else None
@@ -45,7 +45,8 @@ class _ODEAdjoint(torch.autograd.Function):
             # The trajectory belongs to another call (the same solver ran again before
             # this backward, or ran without recording): re-solve this call first. Same
             # inputs, same accepted steps, so the gradient is this call's.
-            _, rec = integrator.forward(layout, y0_flat, rec.times, rec.params, record=True, jumps=rec.jumps)
+            _, rec = integrator.forward(layout, y0_flat, rec.times, rec.params, record=True, jumps=rec.jumps,
+                                        interpolate=rec.interpolate)
             if not torch.equal(integrator.step_times, ctx.step_times):
                 raise SolverError(_mismatch(integrator.step_times, ctx.step_times), reason="RESOLVE_MISMATCH",
                                   steps=len(integrator.step_times) - 1)
@@ -60,7 +61,7 @@ class _ODEAdjoint(torch.autograd.Function):
             k = p.numel()
             grads.append(grad_p[offset:offset + k].reshape(p.shape).to(device=p.device, dtype=p.dtype))
             offset += k
-        return (None, None, None, None, grad_t, grad_y0.to(device=layout.device, dtype=layout.dtype), *grads)
+        return (None, None, None, None, None, grad_t, grad_y0.to(device=layout.device, dtype=layout.dtype), *grads)
 
 
 def time_gradient(integrator, layout, times, ys, grad_ys, grad_y0):
@@ -110,21 +111,27 @@ def _mismatch(again, first):
     return f"re-solving for the backward pass {what} (did the parameters or func change in between?)"
 
 
-def solve(integrator, layout, y0, grid, params, record=True, t=None):
+def solve(integrator, layout, y0, grid, params, record=True, t=None, interpolate=False):
     """Run ``integrator`` on ``y0`` over the :class:`~pnode.timegrid.TimeGrid` ``grid``
     and return the states at its output times; differentiable when anything needs a
     gradient (``y0``, one of ``params``, or the output times tensor ``t``).
 
     With ``record=False`` the forward pass keeps no trajectory and backward re-solves
-    first (block-level recomputation).
+    first (block-level recomputation). With ``interpolate`` an adaptive explicit solve
+    steps freely and the outputs inside its steps are interpolated from the boundary
+    states it returns (:mod:`pnode.interpolation`), differentiably.
     """
     y0_flat = layout.flatten(y0)
     t_grad = isinstance(t, torch.Tensor) and t.requires_grad
     if torch.is_grad_enabled() and (y0_flat.requires_grad or bool(params) or t_grad):
-        ys = _ODEAdjoint.apply(integrator, layout, grid, record, t if t_grad else None, y0_flat, *params)
+        ys = _ODEAdjoint.apply(integrator, layout, grid, record, interpolate, t if t_grad else None, y0_flat,
+                               *params)
     else:
-        ys, _ = integrator.forward(layout, y0_flat, list(grid.times), params, record=False, jumps=grid.jumps)
+        ys, _ = integrator.forward(layout, y0_flat, list(grid.times), params, record=False, jumps=grid.jumps,
+                                   interpolate=interpolate)
         ys = ys.to(device=layout.device, dtype=layout.dtype)
+    if integrator.stencil is not None:
+        ys = integrator.stencil.outputs(ys, integrator.func, layout, params, integrator.stats)
     if grid.extra:
         ys = ys[list(grid.outputs)]
     return layout.unflatten(ys)

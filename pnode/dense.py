@@ -53,6 +53,8 @@ def odeint_dense(func, y0, t0, t1, *, rtol=1e-7, atol=1e-9, method=None, options
     a, b = float(t0), float(t1)
     if a == b:
         raise ValueError(f"odeint_dense: t0 and t1 must differ, got t0={a}, t1={b}")
+    # the second solve returns the states on the first one's steps: it must stop on them
+    options = {**(options or {}), "interpolate": False}
     solver = cached_solver(func, caller="odeint_dense", rtol=rtol, atol=atol, method=method, options=options,
                            **kwargs)
     with torch.no_grad():

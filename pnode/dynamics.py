@@ -9,6 +9,7 @@ Linearization (and its graph), found by comparing values, never by call order.
 """
 import torch
 
+from . import profiling
 from .bridge import PETSC_DTYPE
 
 
@@ -125,10 +126,11 @@ class Dynamics:
             self.store.record(lin, self.params)
             return self.layout.to_petsc(lin.output().detach())
         lay = self.layout
-        if not torch.is_grad_enabled():  # inside the forward solve already (a no_grad block costs ~2 us)
-            return lay.to_petsc(self(s, lay.to_model(u64)))
-        with torch.no_grad():
-            return lay.to_petsc(self(s, lay.to_model(u64)))
+        with profiling.FUNC:
+            if not torch.is_grad_enabled():  # inside the forward solve already (a no_grad block costs ~2 us)
+                return lay.to_petsc(self(s, lay.to_model(u64)))
+            with torch.no_grad():
+                return lay.to_petsc(self(s, lay.to_model(u64)))
 
     def linearize(self, s, u64):
         """The :class:`Linearization` at ``(s, u)``, reusing a recent one at the same point."""
@@ -171,6 +173,10 @@ class Linearization:
         cheaper than re-tracing ``torch.func.jvp`` each call); fields whose autograd has
         no double backward fall back to ``torch.func.jvp``.
         """
+        with profiling.JVP:
+            return self._jvp(v64)
+
+    def _jvp(self, v64):
         dyn = self.dyn
         dyn.stats["jvp_evals"] += 1
         v = dyn.layout.to_model(v64)
@@ -212,19 +218,27 @@ class Linearization:
             return torch.zeros_like(V64, dtype=PETSC_DTYPE)
         V = dyn.layout.to_model(V64).reshape(V64.shape[0], *out.shape)
         if dyn.batched_backward:
-            try:
-                (rows,) = torch.autograd.grad(out, u, V, retain_graph=True, allow_unused=True,
-                                              is_grads_batched=True)
-                return torch.zeros_like(V64, dtype=PETSC_DTYPE) if rows is None else rows.reshape(V64.shape).to(PETSC_DTYPE)
-            except RuntimeError:
-                dyn.batched_backward = False
+            with profiling.VJP:
+                rows = self._batched_vjp(out, u, V, V64)
+            if rows is not None:
+                return rows
         return torch.stack([self.vjp(v).to(PETSC_DTYPE) for v in V64])
+
+    def _batched_vjp(self, out, u, V, V64):
+        """The rows of :meth:`vjp_rows` in one backward pass, or None when the field's
+        backward cannot be batched (then never tried again)."""
+        try:
+            (rows,) = torch.autograd.grad(out, u, V, retain_graph=True, allow_unused=True, is_grads_batched=True)
+        except RuntimeError:
+            self.dyn.batched_backward = False
+            return None
+        return torch.zeros_like(V64, dtype=PETSC_DTYPE) if rows is None else rows.reshape(V64.shape).to(PETSC_DTYPE)
 
     def build(self):
         """Evaluate ``func`` at this point with a graph (kept for the products)."""
         dyn = self.dyn
         u = dyn.layout.to_model(self.u64).detach().requires_grad_(True)
-        with torch.enable_grad():
+        with torch.enable_grad(), profiling.FUNC_GRAPH:
             out = dyn.evaluate(self.t, u)
         self._graph = (u, out)
 
@@ -243,7 +257,8 @@ class Linearization:
         v = dyn.layout.to_model(v64)
         if not out.requires_grad:  # func ignores both u and the parameters
             return [None] * len(wrt)
-        return vjp_of(out, wrt, v)
+        with profiling.VJP:
+            return vjp_of(out, wrt, v)
 
     def vjp(self, v64, key=None):
         """``J^T v`` (float64, flat). Also computes ``Jp^T v`` when joint products are on,

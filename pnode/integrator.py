@@ -22,6 +22,7 @@ from .bridge import PETSC_DTYPE, Clock, vec_view, vec_write
 from .callbacks import Progress, StepHooks
 from .dynamics import Dynamics
 from .errors import CallbackTrap, PetscCall, SolverError, petsc_message
+from .interpolation import BoundaryCapture
 from .methods import adjoint_method_names, form_of, has_adjoint
 from .outputs import collect
 from .parallel import Reducer, Sizes
@@ -60,6 +61,8 @@ class Record:
     trivial: bool = False  # one output time or an empty state: no PETSc solve at all
     jumps: frozenset = frozenset()  # user times where func may jump (evaluations nudged)
     hooks: Any = None  # the func's step callbacks (pnode.callbacks.StepHooks), if any
+    interpolate: bool = False  # asked to step freely and interpolate inner outputs (pnode.interpolation)
+    capture: Any = None  # the BoundaryCapture while it does
 
     @property
     def u(self):
@@ -83,6 +86,7 @@ class Integrator:
         self.trap = CallbackTrap(collective=comm.getSize() > 1)
         self.stats = Stats()
         self.step_times = torch.zeros(0, dtype=torch.float64)
+        self.stencil = None  # pnode.interpolation.Stencil of the last solve when it interpolated
         self.workspace = None
         self._plan = None
         self._run = 0
@@ -91,9 +95,14 @@ class Integrator:
         self.graphs = checkpoint.graph_store()
 
     # ------------------------------------------------------------------ forward
-    def forward(self, layout, y0_flat, times, params, record, jumps=frozenset(), event=None):
+    def forward(self, layout, y0_flat, times, params, record, jumps=frozenset(), event=None, interpolate=False):
         """Integrate from ``y0_flat`` (flat, model dtype) over ``times`` (user floats),
         landing on each; ``jumps``: times where ``func`` may be discontinuous.
+
+        With ``interpolate`` an adaptive explicit solve lands only on the last time and
+        returns the states at the step boundaries its inner outputs are interpolated
+        from instead (:mod:`pnode.interpolation`; :attr:`stencil` says how); any other
+        solve lands on every time and :attr:`stencil` is None.
 
         With ``event`` (``event(s, u64) -> float``, solver time) the solve stops where it
         crosses zero (PETSc's TSEvent) instead: returns the event's user time and the
@@ -104,12 +113,13 @@ class Integrator:
             (holding what the adjoint needs when ``record`` is true).
         """
         try:
-            return self._forward(layout, y0_flat, times, params, record, jumps, event)
+            return self._forward(layout, y0_flat, times, params, record, jumps, event, interpolate)
         except BaseException:
             self.discard()
             raise
 
-    def _forward(self, layout, y0_flat, times, params, record, jumps, event):
+    def _forward(self, layout, y0_flat, times, params, record, jumps, event, interpolate):
+        self.stencil = None
         self._agree(layout, times, params, record)
         clock = Clock.of(times)
         s = [clock.solver(x) for x in times]
@@ -117,13 +127,16 @@ class Integrator:
         self.stats = Stats()
         self._run += 1
         y0 = y0_flat.detach().to(PETSC_DTYPE)
-        rec = Record(self._run, times, s, clock, None, params, None, step_times=[s[0]], jumps=jumps)
+        rec = Record(self._run, times, s, clock, None, params, None, step_times=[s[0]], jumps=jumps,
+                     interpolate=interpolate)
         if len(s) == 1 or self.reducer.sum(layout.numel) == 0:  # nothing to integrate
             rec.trivial = True
             self.step_times = torch.tensor(times, dtype=torch.float64)
             return y0.reshape(1, -1).expand(len(s), -1).clone(), rec
         ts_type = self.source.get("ts_type") or self.method.ts_type
-        ws, dyn, dyn_ex = self._workspace(layout, params, clock, len(s), form_of(ts_type))
+        interp = interpolate and event is None and form_of(ts_type) == "rhs" and len(s) > 2
+        # PETSc's evaluation times cannot change count on a TS (it crashes): part of the key
+        ws, dyn, dyn_ex = self._workspace(layout, params, clock, 2 if interp else len(s), form_of(ts_type))
         vec_write(ws.u, y0)
         rec.workspace = ws
         rec.call = PetscCall(self.trap, self.reducer, lambda: (clock.user(ws.ts.getTime()), ws.ts.getStepNumber()))
@@ -132,7 +145,9 @@ class Integrator:
                                            self.method.stages, y0,
                                            store=self.graphs if ws.wiring.form == "rhs" else None)
         progress, store = self._attach(rec, ws, (dyn, dyn_ex), layout, steps, event)
-        self._configure(ws, s, steps, rec.plan, ts_type, layout.dtype, record)
+        if self._configure(ws, s, steps, rec.plan, ts_type, layout.dtype, record, interp):
+            rec.capture = BoundaryCapture(s)
+            rec.capture.start(y0)
         rhs = (lambda s_, u: dyn.rhs(s_, u) + dyn_ex.rhs(s_, u)) if dyn_ex is not None else dyn.rhs
         rms = global_rms(self.reducer, ws.sizes.N)
         dt = rec.call("initial step", lambda: steps.first_step(s, y0, self.trap.poisoned(rhs), rms))
@@ -159,7 +174,13 @@ class Integrator:
             found = self._event_found(ws.ts, clock, steps)
             self.discard()
             return found
-        ys, rec.segments = collect(ws.ts, s, times, clock, rec.step_times, self.reducer, steps.max_steps)
+        if rec.capture is None:
+            ys, rec.segments = collect(ws.ts, s, times, clock, rec.step_times, self.reducer, steps.max_steps)
+        else:
+            ends, _ = collect(ws.ts, [s[0], s[-1]], [times[0], times[-1]], clock, rec.step_times, self.reducer,
+                              steps.max_steps)
+            ys, self.stencil = rec.capture.finish(self.step_times.tolist(), times, ends[-1])
+            rec.segments, rec.capture = self.stencil.boundaries, None
         rec.plan.account(self.stats, self.stats["steps"], layout.numel)
         return ys, rec
 
@@ -234,8 +255,10 @@ class Integrator:
                                             self.trap, self.reducer, self.settings.implicit, self._pre_step, self._post_step)
         return ws, dyn, dyn_ex
 
-    def _configure(self, ws, s, steps, plan, ts_type, dtype, record):
-        """PETSc options (code defaults under the command line), trajectory, times ``s``."""
+    def _configure(self, ws, s, steps, plan, ts_type, dtype, record, interpolate):
+        """PETSc options (code defaults under the command line), trajectory, times ``s``
+        (only the first and last when ``interpolate`` and the steps are adaptive).
+        Returns whether the solve interpolates."""
         ts = ws.ts
         defaults = self.method.petsc_defaults(self.settings.implicit, ts_type, dtype)
         defaults.update(steps.petsc_defaults())
@@ -258,7 +281,11 @@ class Integrator:
         ts.setTime(s[0])
         ts.setStepNumber(0)
         ts.setMaxTime(s[-1])
-        ts.setEvaluationTimes(s)
+        if interpolate and steps.fixed:  # settle() fixed the steps: land on every time
+            interpolate = False
+            ws.key = None  # built for two evaluation times: not reusable with these
+        ts.setEvaluationTimes([s[0], s[-1]] if interpolate else s)
+        return interpolate
 
     def _watch(self, ts, event, steps):
         """Stop the solve where ``event`` crosses zero (PETSc locates it to round-off in
@@ -296,6 +323,8 @@ class Integrator:
             rec.hooks.after_step(ts, rec.step_times[-1] - rec.step_times[-2])
         steps.after_step(ts)
         rec.plan.on_step(ts.getStepNumber(), vec_view(ts.getSolution(), "r"))
+        if rec.capture is not None:
+            rec.capture.on_step(ts.getStepNumber(), ts.getTime(), vec_view(ts.getSolution(), "r"))
 
     def rates(self, layout, times, ys):
         """``dy/dt`` (``func`` plus ``func_explicit``) at user times ``times`` and flat

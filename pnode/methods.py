@@ -17,7 +17,7 @@ from .tableaus import DIRK_TABLEAUS, TABLEAUS
 
 # Keys of ``options`` every method accepts, and those only implicit methods accept.
 COMMON_OPTIONS = ("step_size", "first_step", "max_num_steps", "min_step", "max_step", "step_t", "jump_t",
-                  "perturb", "grid_constructor", "norm", "dtype", "interp")
+                  "perturb", "grid_constructor", "norm", "dtype", "interp", "interpolate")
 IMPLICIT_OPTIONS = ("theta", "endpoint", "func_explicit", "mass", "jacobian", "preconditioner", "linear",
                     "sparsity")
 OPTION_KEYS = COMMON_OPTIONS + IMPLICIT_OPTIONS

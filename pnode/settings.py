@@ -43,13 +43,31 @@ class StepSettings:
 
 @dataclass(frozen=True)
 class GridSettings:
-    """Forced step boundaries (torchdiffeq's ``step_t``, ``jump_t``, ``grid_constructor``,
-    ``perturb``); times sorted, user units."""
+    """Where steps end: forced step boundaries (torchdiffeq's ``step_t``, ``jump_t``,
+    ``grid_constructor``, ``perturb``; times sorted, user units) and whether adaptive
+    explicit solves interpolate output times inside their steps (``interpolate``: None
+    for the default, see :mod:`pnode.interpolation`)."""
 
     step_t: Tuple[float, ...] = ()
     jump_t: Tuple[float, ...] = ()
     grid_constructor: Optional[Callable] = None
     perturb: bool = False
+    interpolate: Optional[bool] = None
+
+    def interpolates(self, t_grad):
+        """Whether a solve interpolates inner output times (when its steps are adaptive
+        and explicit): by default unless steps are forced onto given times or ``t``
+        needs a gradient; ``options["interpolate"] = True`` with either is an error."""
+        forced = bool(self.step_t or self.jump_t or self.grid_constructor is not None or self.perturb)
+        if self.interpolate is None:
+            return not (forced or t_grad)
+        if self.interpolate and forced:
+            raise ValueError("options['interpolate']=True cannot be combined with step_t, jump_t, grid_constructor "
+                             "or perturb (they place the steps themselves): drop one")
+        if self.interpolate and t_grad:
+            raise ValueError("options['interpolate']=True with a t that requires grad: gradients with respect to the "
+                             "output times need the solver to stop on them (leave options['interpolate'] unset)")
+        return self.interpolate
 
 
 @dataclass(frozen=True, eq=False)
@@ -193,6 +211,10 @@ def _grid(out):
         if not isinstance(out["perturb"], bool):
             raise TypeError(f"options['perturb'] must be True or False, got {out['perturb']!r}")
         kw["perturb"] = out["perturb"]
+    if "interpolate" in out:
+        if not isinstance(out["interpolate"], bool):
+            raise TypeError(f"options['interpolate'] must be True or False, got {out['interpolate']!r}")
+        kw["interpolate"] = out["interpolate"]
     if "grid_constructor" in out:
         kw["grid_constructor"] = _callable(out, "grid_constructor", "options['grid_constructor'] must be callable: "
                                                                     "grid_constructor(func, y0, t) -> times")
@@ -289,5 +311,6 @@ def _check_accepted(out):
         raise TypeError(f"options['dtype'] must be torch.float32 or torch.float64, got {out['dtype']!r} (pnode "
                         "keeps times in float64 whatever it is)")
     if "interp" in out and out["interp"] not in ("linear", "cubic"):
-        raise ValueError(f"options['interp'] must be 'linear' or 'cubic', got {out['interp']!r} (pnode steps onto "
-                         "every output time, so nothing is interpolated)")
+        raise ValueError(f"options['interp'] must be 'linear' or 'cubic', got {out['interp']!r} (torchdiffeq's "
+                         "fixed-grid interpolation; pnode's fixed steps land on every output time, and its "
+                         "adaptive explicit solves interpolate by options['interpolate'])")

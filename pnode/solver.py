@@ -40,7 +40,10 @@ class ODESolver:
             move to the step's side), ``perturb`` (every boundary evaluation moves inside
             its step), ``grid_constructor`` (``fn(func, y0, t) -> grid``: the step
             boundaries), ``norm`` (``"rms"`` or ``"max"`` error norm), ``dtype`` and
-            ``interp`` (accepted for torchdiffeq, no effect), and for implicit methods
+            ``interp`` (accepted for torchdiffeq, no effect), ``interpolate`` (adaptive
+            explicit methods: ``True``, the default, steps freely and interpolates the
+            output times inside steps, exactly differentiated; ``False`` stops on every
+            output time; see :mod:`pnode.interpolation`), and for implicit methods
             ``theta``, ``endpoint``, ``func_explicit`` (IMEX: the explicit part), ``mass``
             (``M`` in ``M y' = f``), ``jacobian`` (``"auto"``, the default: per-sample
             block Jacobians where the field allows; ``"block"`` insists; ``"dense"``
@@ -122,7 +125,9 @@ class ODESolver:
         grid = TimeGrid.of(times, self.settings.grid, self.func, y0, t)
         if torch.is_grad_enabled():
             self._integrator.unseen = self._check_unseen(layout, y0, times)
-        return solve(self._integrator, layout, y0, grid, self.params, record=not recompute_forward, t=t)
+        interpolate = self.settings.grid.interpolates(isinstance(t, torch.Tensor) and t.requires_grad)
+        return solve(self._integrator, layout, y0, grid, self.params, record=not recompute_forward, t=t,
+                     interpolate=interpolate)
 
     def until_event(self, y0, t, event_fn):
         """Solve from ``t[0]`` in the direction of ``t[1]`` until ``event_fn(t, y)``
