@@ -30,7 +30,9 @@ from typing import Optional, Union
 from .graphs import GraphStore
 from .replay import OnlineCheckpoints, Replay, fits_fixed_grid
 
-STRATEGIES = ("all", "solution", "binomial", "graphs")
+STRATEGIES = ("auto", "all", "solution", "binomial", "graphs")
+# what "auto" lets the stored stage graphs of a fixed-step explicit solve take
+AUTO_GRAPH_BUDGET = 512 * 2**20
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -62,7 +64,10 @@ class Checkpoint:
     """What the forward solve keeps for the adjoint.
 
     Args:
-        strategy: ``"all"`` (default: every step's state and stages, no recomputation),
+        strategy: ``"auto"`` (default: ``"graphs"`` within :data:`AUTO_GRAPH_BUDGET`
+            (512 MiB) for explicit methods with fixed steps, ``"all"`` otherwise; with
+            adaptive steps the graphs of rejected steps would be built for nothing),
+            ``"all"`` (every step's state and stages, no recomputation),
             ``"solution"`` (one state per step; each step is recomputed once in the
             backward pass to get its stages), ``"binomial"`` (revolve: at most
             ``max_ram`` checkpoints, the fewest recomputations possible for that budget),
@@ -81,7 +86,7 @@ class Checkpoint:
             removed after the solve, also when it fails).
     """
 
-    strategy: str = "all"
+    strategy: str = "auto"
     max_ram: Optional[int] = None
     max_memory: Optional[Union[int, str]] = None
     max_disk: Optional[int] = None
@@ -119,8 +124,11 @@ class Checkpoint:
         return parse_bytes(self.max_memory) if self.max_memory is not None else None
 
     def graph_store(self):
-        """A :class:`~pnode.graphs.GraphStore` for a solver of this strategy (``"graphs"``),
-        else None: the forward keeps its stage graphs in it for the adjoint."""
+        """A :class:`~pnode.graphs.GraphStore` for a solver of this strategy (``"graphs"``,
+        or ``"auto"`` with its budget), else None: the forward keeps its stage graphs in it
+        for the adjoint."""
+        if self.strategy == "auto":
+            return GraphStore(AUTO_GRAPH_BUDGET)
         return GraphStore(self.graph_budget) if self.strategy == "graphs" else None
 
     def ram_slots(self, n, stages):
@@ -148,7 +156,8 @@ def revolve_optimum(steps, snaps):
 
 
 def coerce(checkpoint):
-    """``None`` -> store-all; a strategy string -> ``Checkpoint(strategy)``; else validate."""
+    """``None`` -> ``Checkpoint()`` ("auto"); a strategy name -> ``Checkpoint(strategy)``;
+    else validate."""
     if checkpoint is None:
         return Checkpoint()
     if isinstance(checkpoint, str):
@@ -245,7 +254,7 @@ class TrajectoryPlan(NoRecord):
 
     def account(self, stats, steps, n):
         ck = self.checkpoint
-        if ck.strategy in ("all", "graphs"):
+        if ck.strategy in ("auto", "all", "graphs"):
             held, per = steps + 1, (self.stages + 1)
         elif ck.strategy == "solution":
             held, per = steps + 1, 1
@@ -355,11 +364,12 @@ def plan(checkpoint, record, steps, s, source, n_global, n_local, stages, y0, st
         stages: the method's stages.
         y0: flat float64 initial state.
         store: the solver's :class:`~pnode.graphs.GraphStore` when the strategy keeps
-            graphs (see :meth:`Checkpoint.graph_store`), used by explicit methods.
+            graphs (see :meth:`Checkpoint.graph_store`), used by explicit methods ("auto":
+            with fixed steps only).
     """
     if not record:
         return NoRecord()
-    if store is not None:
+    if store is not None and (checkpoint.strategy == "graphs" or steps.fixed):
         return GraphPlan(checkpoint, source, n_global, stages, store)
     if checkpoint.strategy == "binomial" and not (
             steps.fixed and steps.grid_dt is not None and fits_fixed_grid(s, steps.grid_dt)):

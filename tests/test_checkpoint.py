@@ -52,6 +52,7 @@ CASES = {
     "kencarp4-fixed": dict(method="kencarp4", options={"step_size": 0.1, "jacobian": "dense"}),
 }
 STRATEGIES = {
+    "auto": pnode.Checkpoint(),  # the default: graphs within 512 MiB with fixed steps, else "all"
     "solution": pnode.Checkpoint("solution"),
     "binomial-3": pnode.Checkpoint("binomial", max_ram=3),
     "binomial-1": pnode.Checkpoint("binomial", max_ram=1),
@@ -65,7 +66,7 @@ STRATEGIES = {
 @pytest.mark.parametrize("case", CASES)
 def test_every_strategy_gives_the_store_all_gradient(case, strategy):
     func = make_func()
-    ref, st_all = gradient(func, None, **CASES[case])
+    ref, st_all = gradient(func, pnode.Checkpoint("all"), **CASES[case])
     g, st = gradient(func, STRATEGIES[strategy], **CASES[case])
     assert rel_err(g, ref) <= 1e-12
     assert st["steps"] == st_all["steps"] == st["adjoint_steps"]
@@ -83,7 +84,7 @@ def test_fixed_steps_recompute_at_most_revolves_optimum(steps, slots, optimum):
     t = torch.tensor([0.0, 1.0], dtype=torch.float64)
     g, st = gradient(func, pnode.Checkpoint("binomial", max_ram=slots), "rk4", t=t,
                      options={"step_size": 1.0 / steps})
-    ref, _ = gradient(func, None, "rk4", t=t, options={"step_size": 1.0 / steps})
+    ref, _ = gradient(func, pnode.Checkpoint("all"), "rk4", t=t, options={"step_size": 1.0 / steps})
     assert st["steps"] == steps
     assert 0 < st["recomputed_steps"] <= revolve_optimum(steps, slots)
     assert st["checkpoints"] == slots
@@ -93,7 +94,7 @@ def test_fixed_steps_recompute_at_most_revolves_optimum(steps, slots, optimum):
 def test_adaptive_dopri5_holds_at_most_8_checkpoints():
     func = make_func(4)
     t = torch.linspace(0, 20, 6, dtype=torch.float64)
-    ref, st_all = gradient(func, None, "dopri5", t=t, rtol=1e-9, atol=1e-11)
+    ref, st_all = gradient(func, pnode.Checkpoint("all"), "dopri5", t=t, rtol=1e-9, atol=1e-11)
     g, st = gradient(func, pnode.Checkpoint("binomial", max_ram=8), "dopri5", t=t, rtol=1e-9, atol=1e-11)
     assert st_all["steps"] > 50  # enough steps for the budget to bind
     assert st["checkpoints"] <= 8 and st["steps"] == st_all["steps"]
@@ -123,7 +124,7 @@ def test_disk_level_gives_same_gradient_and_cleans_up(tmp_path):
     func = make_func(6)
     t = torch.tensor([0.0, 1.0], dtype=torch.float64)
     ck = pnode.Checkpoint("binomial", max_ram=3, max_disk=4, disk_dir=str(tmp_path))
-    ref, _ = gradient(func, None, "rk4", t=t, options={"step_size": 0.025})
+    ref, _ = gradient(func, pnode.Checkpoint("all"), "rk4", t=t, options={"step_size": 0.025})
     g, st = gradient(func, ck, "rk4", t=t, options={"step_size": 0.025})
     assert rel_err(g, ref) <= 1e-12 and st["checkpoints"] <= 3
     assert os.listdir(tmp_path) == []
@@ -171,7 +172,7 @@ def test_two_revolve_solvers_interleaved():
     fa, fb = make_func(8), make_func(9)
     t = torch.tensor([0.0, 1.0], dtype=torch.float64)
     ck = pnode.Checkpoint("binomial", max_ram=3)
-    refs = [gradient(f, None, "rk4", t=t, options={"step_size": 0.05})[0] for f in (fa, fb)]
+    refs = [gradient(f, pnode.Checkpoint("all"), "rk4", t=t, options={"step_size": 0.05})[0] for f in (fa, fb)]
     y0 = torch.randn(2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     w = torch.randn(len(t), 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     with pnode.ODESolver(fa, method="rk4", options={"step_size": 0.05}, checkpoint=ck) as sa, \
@@ -198,7 +199,7 @@ def test_stored_graphs_replace_reevaluations_within_their_budget(case):
     counted = []
     inner = func.forward
     func.forward = lambda t, y: (counted.append(1), inner(t, y))[1]
-    ref, _ = gradient(func, None, **CASES[case])
+    ref, _ = gradient(func, pnode.Checkpoint("all"), **CASES[case])
     calls_all = len(counted)
     counted.clear()
     g, st = gradient(func, pnode.Checkpoint("graphs"), **CASES[case])
@@ -287,3 +288,15 @@ def test_stored_graphs_keep_their_heap_for_the_next_iteration():
     out = run_python("-c", script, env=dict(base, PNODE_KEEP_HEAP="0"))
     assert out.returncode == 0, out.stderr
     assert int(out.stdout.split()[0]) == 0
+
+
+def test_default_keeps_stage_graphs_for_fixed_steps_only():
+    """Checkpoint() ("auto"): a fixed-step explicit solve keeps its stage graphs (within
+    512 MiB) and the adjoint evaluates func no more; an adaptive one stores states and
+    stages only (rejected steps would build graphs for nothing); same gradients as "all"."""
+    func = make_func()
+    for case, graphs in (("rk4", True), ("dopri5", False)):
+        ref, _ = gradient(func, pnode.Checkpoint("all"), **CASES[case])
+        g, st = gradient(func, None, **CASES[case])
+        assert rel_err(g, ref) <= 1e-12
+        assert (st["graph_steps"] == st["steps"]) if graphs else (st["graph_steps"] == 0), (case, st)
