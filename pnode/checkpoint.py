@@ -31,7 +31,7 @@ from .graphs import GraphStore
 from .replay import OnlineCheckpoints, Replay, fits_fixed_grid
 
 STRATEGIES = ("auto", "all", "solution", "binomial", "graphs")
-# what "auto" lets the stored stage graphs of a fixed-step explicit solve take
+# what "auto" (the default) lets the stored stage graphs of an explicit solve take
 AUTO_GRAPH_BUDGET = 512 * 2**20
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -65,8 +65,7 @@ class Checkpoint:
 
     Args:
         strategy: ``"auto"`` (default: ``"graphs"`` within :data:`AUTO_GRAPH_BUDGET`
-            (512 MiB) for explicit methods with fixed steps, ``"all"`` otherwise; with
-            adaptive steps the graphs of rejected steps would be built for nothing),
+            (512 MiB), which applies to explicit methods; ``"all"`` for the others),
             ``"all"`` (every step's state and stages, no recomputation),
             ``"solution"`` (one state per step; each step is recomputed once in the
             backward pass to get its stages), ``"binomial"`` (revolve: at most
@@ -364,12 +363,11 @@ def plan(checkpoint, record, steps, s, source, n_global, n_local, stages, y0, st
         stages: the method's stages.
         y0: flat float64 initial state.
         store: the solver's :class:`~pnode.graphs.GraphStore` when the strategy keeps
-            graphs (see :meth:`Checkpoint.graph_store`), used by explicit methods ("auto":
-            with fixed steps only).
+            graphs (see :meth:`Checkpoint.graph_store`), used by explicit methods.
     """
     if not record:
         return NoRecord()
-    if store is not None and (checkpoint.strategy == "graphs" or steps.fixed):
+    if store is not None:
         return GraphPlan(checkpoint, source, n_global, stages, store)
     if checkpoint.strategy == "binomial" and not (
             steps.fixed and steps.grid_dt is not None and fits_fixed_grid(s, steps.grid_dt)):

@@ -52,7 +52,7 @@ CASES = {
     "kencarp4-fixed": dict(method="kencarp4", options={"step_size": 0.1, "jacobian": "dense"}),
 }
 STRATEGIES = {
-    "auto": pnode.Checkpoint(),  # the default: graphs within 512 MiB with fixed steps, else "all"
+    "auto": pnode.Checkpoint(),  # the default: graphs within 512 MiB for explicit methods, else "all"
     "solution": pnode.Checkpoint("solution"),
     "binomial-3": pnode.Checkpoint("binomial", max_ram=3),
     "binomial-1": pnode.Checkpoint("binomial", max_ram=1),
@@ -290,12 +290,12 @@ def test_stored_graphs_keep_their_heap_for_the_next_iteration():
     assert int(out.stdout.split()[0]) == 0
 
 
-def test_default_keeps_stage_graphs_for_fixed_steps_only():
-    """Checkpoint() ("auto"): a fixed-step explicit solve keeps its stage graphs (within
-    512 MiB) and the adjoint evaluates func no more; an adaptive one stores states and
-    stages only (rejected steps would build graphs for nothing); same gradients as "all"."""
+def test_default_keeps_stage_graphs_of_explicit_methods():
+    """Checkpoint() ("auto"): an explicit solve keeps its stage graphs (within 512 MiB),
+    fixed or adaptive steps; an implicit one stores states and stages; same gradients as
+    "all"."""
     func = make_func()
-    for case, graphs in (("rk4", True), ("dopri5", False)):
+    for case, graphs in (("rk4", True), ("dopri5", True), ("crank_nicolson", False)):
         ref, _ = gradient(func, pnode.Checkpoint("all"), **CASES[case])
         g, st = gradient(func, None, **CASES[case])
         assert rel_err(g, ref) <= 1e-12
