@@ -5,8 +5,9 @@ One forward call: the method (:mod:`pnode.methods`) and the command line decide 
 form; a :class:`~pnode.workspace.Workspace` (TS, Vecs, wiring from :mod:`pnode.forms`)
 is reused or built; the step control (:mod:`pnode.stepping`) and the checkpoint plan
 (:mod:`pnode.checkpoint`) are resolved for this call; PETSc solves, stepping exactly onto
-every output time (``TSSetEvaluationTimes`` with ``MATCHSTEP``); :mod:`pnode.outputs`
-collects the states. The call's :class:`Record` is what its adjoint
+every output time (``TSSetEvaluationTimes`` with ``MATCHSTEP``), or for an adaptive
+explicit solve onto the last only, the inner outputs interpolated from the step
+boundaries kept (:mod:`pnode.interpolation`); :mod:`pnode.outputs` collects the states. The call's :class:`Record` is what its adjoint
 (:func:`pnode.adjoint.sweep`) needs later. If anything raises, the workspace is
 destroyed (the next call builds a fresh one), so no half-finished PETSc state is reused.
 """
