@@ -15,7 +15,7 @@ import time
 
 from _harness import HERE, ROOT, machine  # benchmarks/ is on sys.path
 
-ORDER = ["explicit", "graphs", "checkpoint", "stiff", "stiff_batched", "stiff_pde", "blocks", "parallel", "sde"]
+ORDER = ["explicit", "small_fields", "graphs", "checkpoint", "stiff", "stiff_batched", "stiff_pde", "blocks", "parallel", "sde"]
 
 
 def main():
