@@ -31,7 +31,8 @@ def test_exception_in_backward_propagates_unchanged():
             if torch.is_grad_enabled() and y.requires_grad:
                 raise Boom("in backward")
             return -self.w * y
-    ys = pnode.odeint(M(), torch.ones(3, dtype=torch.float64), T01)
+    # store-all: the forward evaluates without a graph (the default keeps the graphs it builds)
+    ys = pnode.odeint(M(), torch.ones(3, dtype=torch.float64), T01, checkpoint="all")
     with pytest.raises(Boom, match="in backward"):
         ys.sum().backward()
 

@@ -23,7 +23,8 @@ def python(*args, timeout=180, ranks=None):
     return run_python(*args, timeout=timeout, ranks=ranks)
 
 
-@pytest.mark.parametrize("config", ["explicit", "revolve", "replay", "implicit", "imex", "dense", "preconditioned"])
+@pytest.mark.parametrize("config", ["explicit", "explicit-all", "revolve", "replay", "implicit", "imex", "dense",
+                                    "preconditioned"])
 def test_injected_faults_leave_the_solver_exact(config):
     out = python(os.path.join(HERE, "workers", "fault_worker.py"), config)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
@@ -112,7 +113,7 @@ def test_backward_after_close_recreates_the_solver():
 
 def test_backward_retried_after_a_failure_gives_the_clean_gradient():
     net, y0 = Net(), torch.randn(4, 3, dtype=F64)
-    ref = loss_and_grad(net, net, y0, options={"interpolate": False})
+    ref = loss_and_grad(net, net, y0, options={"interpolate": False}, checkpoint="all")
     fail = [True]
 
     def f(t, y):
@@ -121,9 +122,10 @@ def test_backward_retried_after_a_failure_gives_the_clean_gradient():
             raise KeyError("backward once")
         return net(t, y)
     net.zero_grad()
-    # stopping on every output: the only evaluations with a graph are the adjoint's
+    # stopping on every output and keeping no graphs: the only evaluations with a graph
+    # are the adjoint's
     ys = pnode.odeint(f, y0, torch.tensor([0.0, 0.5, 1.0], dtype=F64), adjoint_params=list(net.parameters()),
-                      options={"interpolate": False})
+                      options={"interpolate": False}, checkpoint="all")
     loss = ys.pow(2).sum()
     with pytest.raises(KeyError):
         loss.backward(retain_graph=True)

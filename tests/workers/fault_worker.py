@@ -79,6 +79,7 @@ class FaultyPC:
 def configs(field, pc):
     return {
         "explicit": dict(method="dopri5", rtol=1e-7, atol=1e-9),
+        "explicit-all": dict(method="dopri5", rtol=1e-7, atol=1e-9, checkpoint="all"),
         "revolve": dict(method="rk4", options={"step_size": 0.05}, checkpoint=pnode.Checkpoint("binomial", max_ram=3)),
         "replay": dict(method="dopri5", rtol=1e-7, atol=1e-9, checkpoint=pnode.Checkpoint("binomial", max_ram=3)),
         "implicit": dict(method="crank_nicolson", options={"step_size": 0.1}),
@@ -89,8 +90,12 @@ def configs(field, pc):
 
 
 FAULTS = {
-    "explicit": [("rhs", 1, "forward"), ("rhs", 2, "forward"), ("rhs", 7, "forward"),
-                 ("vjp", 1, "backward"), ("vjp", 9, "backward")],
+    # the default keeps the forward's stage graphs: func is evaluated with a graph in the
+    # forward (after the first step's two plain evaluations) and not at all in the adjoint
+    "explicit": [("rhs", 1, "forward"), ("rhs", 2, "forward"), ("vjp", 1, "forward"),
+                 ("vjp", 9, "forward"), ("vjp", 30, "forward")],
+    "explicit-all": [("rhs", 1, "forward"), ("rhs", 2, "forward"), ("rhs", 7, "forward"),
+                     ("vjp", 1, "backward"), ("vjp", 9, "backward")],
     "revolve": [("rhs", 1, "forward"), ("rhs", 11, "forward"), ("vjp", 1, "backward"),
                 ("vjp", 13, "backward"), ("rhs", 3, "backward")],
     "replay": [("rhs", 1, "forward"), ("rhs", 9, "forward"), ("vjp", 1, "backward"),

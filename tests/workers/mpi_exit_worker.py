@@ -67,7 +67,8 @@ class SDE(nn.Module):
 
 T = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
 ODE_CASES = {
-    "explicit": dict(method="dopri5"),
+    # store-all (not the default's stage graphs): the adjoint evaluates func, so "backward" fires
+    "explicit": dict(method="dopri5", checkpoint="all"),
     "implicit": dict(method="crank_nicolson", options={"step_size": 0.1}),
     "imex": dict(method="kencarp4", options={"func_explicit": lambda t, y: 0.1 * torch.sin(y)}),
     "binomial": dict(method="rk4", options={"step_size": 0.05}, checkpoint=pnode.Checkpoint("binomial", max_ram=3)),
@@ -85,10 +86,10 @@ def build(case):
         return field, lambda: solver(y0, T)
     if case == "block":
         field = Field()
-        block = pnode.ODEBlock(field, comm=comm, method="dopri5")
+        block = pnode.ODEBlock(field, comm=comm, method="dopri5", checkpoint="all")
         return field, lambda: block(y0)
     if case == "cnf":
-        cnf = CNF(dim=2, hidden=(8,), comm=comm, seed=1).double()
+        cnf = CNF(dim=2, hidden=(8,), comm=comm, seed=1, checkpoint="all").double()
         x = pnode.parallel.shard(torch.linspace(-1, 1, 10, dtype=torch.float64).reshape(5, 2)).clone()
         return cnf.net, lambda: cnf.log_prob(x)
     if case == "sde":  # pure torch: no collective inside, each rank solves its own SDE
