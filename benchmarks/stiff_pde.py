@@ -33,10 +33,23 @@ relative difference of the first iteration's gradient from the ``kencarp4 sparse
 gradient (all IMEX configurations solve the same discrete problem; dopri5 is another
 discretisation, so its gradient differs by its truncation error).
 
+2-D neural reaction-diffusion (``--rd-grid``, default 128): ``RD_SAMPLES`` fields on a periodic
+unit square, implicit part a learnable 3x3 circular convolution (initialised to half the true
+diffusion ``RD_DIFFUSION`` times the 5-point Laplacian; largest eigenvalue magnitude
+``8 D / dx^2``, about 500 at 128 x 128), explicit part a pointwise MLP (1-16-16-1, tanh);
+data from the true model (Fisher-KPP reaction ``u (1 - u)``) by kencarp4 at 1/8 of the step.
+Rows: pnode kencarp4 with ``sparsity`` (a 2-D periodic grid, stencil 1) and ``linear``
+under ``-pc_type lu`` (``-ksp_type preonly``: the operator is factored once per call and
+each stage is one pair of triangular solves), ``ilu`` and ``gamg`` (GMRES to the default
+``ksp_rtol`` 1e-12: several iterations per stage and per adjoint solve); pnode and torchdiffeq
+dopri5 (backpropagation) on the whole field. Each IMEX row checks its first gradient against
+central finite differences of the same discrete solve along ``FD_DIRECTIONS`` random
+directions; all rows report peak memory and the loss after ``--rd-iterations`` Adam steps.
+
 The machine is shared: timings are indicative only.
 
-Run: ``python benchmarks/stiff_pde.py`` (N = 64 and 512, 3 repeats), ``--quick`` (N = 64,
-1 repeat; about a minute), ``--no-write``. Writes docs/benchmarks_stiff_pde.md.
+Run: ``python benchmarks/stiff_pde.py`` (N = 64 and 512, 3 repeats, 2-D at 128 x 128),
+``--quick`` (N = 64, 1 repeat, 2-D at 32 x 32; about two minutes), ``--no-write``. Writes docs/benchmarks_stiff_pde.md.
 """
 import argparse
 import datetime
@@ -203,6 +216,161 @@ def worker(n, config, repeats):
     return {"times": times, "grad": grad, "steps": steps, "loss": float(loss)}
 
 
+# ------------------------------------------------------------------ 2-D reaction-diffusion
+RD_SAMPLES, RD_DIFFUSION, RD_INTERVAL, RD_STEP, RD_HIDDEN = 2, 4e-3, 0.5, 0.125, 16
+RD_CONFIGS = ["IMEX lu", "IMEX ilu", "IMEX gamg", "pnode dopri5", "torchdiffeq dopri5"]
+RD_REFERENCE = "IMEX lu"
+FD_DIRECTIONS, FD_EPS, FD_TOL = 3, 1e-5, 1e-6
+
+
+def rd_model(grid, diffusion, seed=0):
+    """The 2-D neural reaction-diffusion field on a periodic ``grid x grid`` square of side 1:
+    implicit part a learnable 3x3 circular convolution, explicit part a pointwise MLP
+    (1-16-16-1, tanh); the state is ``(samples, grid*grid)`` (row-major)."""
+    import torch
+    from torch import nn
+    torch.manual_seed(seed)
+    h2 = (1.0 / grid) ** 2
+
+    class Diffusion(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 3, padding=1, padding_mode="circular", bias=False).double()
+            lap = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=torch.float64)
+            with torch.no_grad():
+                self.conv.weight.copy_((diffusion / h2 * lap).reshape(1, 1, 3, 3))
+
+        def forward(self, t, y):
+            return self.conv(y.reshape(-1, 1, grid, grid)).reshape(y.shape)
+
+    class Reaction(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mlp = nn.Sequential(nn.Linear(1, RD_HIDDEN), nn.Tanh(), nn.Linear(RD_HIDDEN, RD_HIDDEN), nn.Tanh(),
+                                     nn.Linear(RD_HIDDEN, 1)).double()
+
+        def forward(self, t, y):
+            return self.mlp(y.reshape(-1, 1)).reshape(y.shape)
+
+    class Whole(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.im, self.ex = Diffusion(), Reaction()
+
+        def forward(self, t, y):
+            return self.im(t, y) + self.ex(t, y)
+
+    return Whole()
+
+
+def rd_data(grid):
+    """``(u0, u1)``: ``(RD_SAMPLES, grid*grid)`` smooth random fields in [0, 1] and their state
+    after ``RD_INTERVAL`` under the true model (``RD_DIFFUSION`` Laplacian, Fisher-KPP reaction
+    ``u (1 - u)``), by pnode's kencarp4 at an 8 times finer step."""
+    import torch
+    import pnode
+    gen = torch.Generator().manual_seed(1)
+    x = torch.arange(grid, dtype=torch.float64) / grid
+    X, Y = torch.meshgrid(x, x, indexing="ij")
+    fields = []
+    for _ in range(RD_SAMPLES):
+        f = sum(torch.randn(1, generator=gen, dtype=torch.float64)
+                * torch.cos(2 * math.pi * (a * X + b * Y) + float(torch.rand(1, generator=gen)) * 6.283)
+                for a in range(3) for b in range(3) if a or b)
+        fields.append(((f - f.min()) / (f.max() - f.min())).reshape(-1))
+    u0 = torch.stack(fields)
+    truth = rd_model(grid, RD_DIFFUSION)
+    opts = {"step_size": RD_STEP / 8, "func_explicit": lambda t, y: y * (1 - y), "linear": True,
+            "sparsity": {"grid": (grid, grid), "stencil": 1, "periodic": True}}
+    with torch.no_grad():
+        u1 = pnode.odeint(truth.im, u0, torch.tensor([0.0, RD_INTERVAL], dtype=torch.float64), method="kencarp4",
+                          options=opts)[-1]
+    return u0, u1
+
+
+def rd_solver(net, grid, config):
+    """The training solve ``solver(y0, t)`` of one configuration."""
+    import pnode
+    if config.startswith("IMEX"):
+        opts = {"step_size": RD_STEP, "func_explicit": net.ex, "linear": True,
+                "sparsity": {"grid": (grid, grid), "stencil": 1, "periodic": True}}
+        pc = config.split()[1]
+        # lu: a direct solve (preonly); ilu/gamg: GMRES to pnode's default ksp_rtol 1e-12
+        petsc = {"pc_type": pc, "ksp_type": "preonly" if pc == "lu" else "gmres"}
+        return pnode.ODESolver(net.im, method="kencarp4", options=opts, petsc_options=petsc)
+    if config == "pnode dopri5":
+        return pnode.ODESolver(net, method="dopri5", rtol=1e-6, atol=1e-8)
+    import torchdiffeq
+    solver = (lambda y, tt: torchdiffeq.odeint(net, y, tt, method="dopri5", rtol=1e-6, atol=1e-8))
+    return solver
+
+
+def rd_worker(grid, config, iterations, fd=False):
+    """``iterations`` Adam iterations (the first a warm-up, untimed) of one configuration on
+    the 2-D field; with ``fd``, also the finite-difference check of the first gradient."""
+    import torch
+    from _harness import PeakRSS
+    torch.set_num_threads(1)
+    u0, u1 = rd_data(grid)
+    net = rd_model(grid, RD_DIFFUSION / 2, seed=2)  # starts at half the true diffusion, an untrained MLP
+    params = list(net.parameters())
+    solver = rd_solver(net, grid, config)
+    t = torch.tensor([0.0, RD_INTERVAL], dtype=torch.float64)
+
+    def loss_of():
+        return (solver(u0, t)[-1] - u1).pow(2).mean()
+    opt = torch.optim.Adam(params, lr=1e-2)
+    times, grad, steps, fd_err = [], None, None, None
+    with PeakRSS() as mem:
+        for it in range(iterations):
+            start = time.perf_counter()
+            opt.zero_grad()
+            loss = loss_of()
+            loss.backward()
+            if it == 0:
+                grad = torch.cat([p.grad.reshape(-1) for p in params])
+                steps = solver.stats["steps"] if hasattr(solver, "stats") else None
+                if fd:
+                    fd_err = _fd_check(params, grad, loss_of)
+            opt.step()
+            if it > 0:
+                times.append(time.perf_counter() - start)
+        final = float(loss_of().detach()) if iterations else None
+    return {"times": times, "grad": grad.tolist(), "steps": steps, "loss": final, "fd": fd_err,
+            "peak_mb": (mem.peak - mem.before) / 1024}
+
+
+def _fd_check(params, grad, loss_of):
+    """Largest relative difference, over ``FD_DIRECTIONS`` random unit directions in
+    parameter space, between the gradient's directional derivative and the central
+    difference (step ``FD_EPS``) of the same discrete solve."""
+    import torch
+    gen = torch.Generator().manual_seed(5)
+    worst = 0.0
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    for _ in range(FD_DIRECTIONS):
+        v = torch.randn(flat.numel(), generator=gen, dtype=torch.float64)
+        v /= v.norm()
+        vals = []
+        for sign in (1, -1):
+            _assign(params, flat + sign * FD_EPS * v)
+            with torch.no_grad():
+                vals.append(float(loss_of()))
+        _assign(params, flat)
+        fd, ad = (vals[0] - vals[1]) / (2 * FD_EPS), float(grad @ v)
+        worst = max(worst, abs(fd - ad) / max(abs(ad), 1e-300))
+    return worst
+
+
+def _assign(params, flat):
+    import torch
+    with torch.no_grad():
+        i = 0
+        for p in params:
+            p.copy_(flat[i:i + p.numel()].reshape(p.shape))
+            i += p.numel()
+
+
 def _rel(a, b):
     return max(abs(x - y) for x, y in zip(a, b)) / max(max(abs(y) for y in b), 1e-300)
 
@@ -214,7 +382,7 @@ def measure(sizes, configs, repeats):
             if (n > 64 and (c.startswith("kencarp4 blocks") or "dopri5" in c)):
                 continue
             try:
-                res[(n, c)] = run_worker(__file__, dict(n=n, config=c, repeats=repeats), timeout=600)
+                res[(n, c)] = run_worker(__file__, dict(n=n, config=c, repeats=repeats), task="ks", timeout=600)
             except WorkerError as err:
                 res[(n, c)] = {"error": str(err).splitlines()[0]}
             r = res[(n, c)]
@@ -242,21 +410,67 @@ def table(res, n, configs):
     return lines + [""]
 
 
+def measure_rd(grid, iterations):
+    """Each 2-D configuration in its own worker; the IMEX rows also check the gradient by
+    finite differences (the explicit rows solve another discretisation)."""
+    res = {}
+    for c in RD_CONFIGS:
+        try:
+            res[c] = run_worker(__file__, dict(grid=grid, config=c, iterations=iterations, fd=c.startswith("IMEX")),
+                                task="rd", timeout=900)
+        except WorkerError as err:
+            res[c] = {"error": str(err).splitlines()[0]}
+        r = res[c]
+        print(f"  2-D {grid}x{grid} {c:<20s} " + (r["error"] if "error" in r else
+              f"{statistics.median(r['times']) if r['times'] else float('nan'):.3f} s  steps {r['steps']}"),
+              file=sys.stderr)
+    return res
+
+
+def table_rd(res):
+    ref = res.get(RD_REFERENCE)
+    lines = ["| configuration | s / iteration (median) | spread (min-max) | steps | peak memory (MB) | "
+             f"gradient vs finite differences | gradient vs {RD_REFERENCE} | loss after the iterations |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in RD_CONFIGS:
+        r = res.get(c)
+        if r is None:
+            continue
+        if "error" in r:
+            lines.append(f"| {c} | failed: {r['error']} | | | | | | |")
+            continue
+        t = r["times"] or [float("nan")]
+        diff = "reference" if c == RD_REFERENCE else (f"{_rel(r['grad'], ref['grad']):.1e}"
+                                                        if ref and "grad" in ref else "-")
+        fd = "-" if r.get("fd") is None else f"{r['fd']:.1e}"
+        lines.append(f"| {c} | {statistics.median(t):.3f} | {min(t):.3f}-{max(t):.3f} | "
+                     f"{r['steps'] if r['steps'] is not None else '-'} | {r['peak_mb']:.0f} | {fd} | {diff} | "
+                     f"{r['loss']:.3e} |")
+    return lines + [""]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="N = 64 only, one repeat")
     p.add_argument("--repeats", type=int, default=None, help="timed iterations per configuration (default 3)")
     p.add_argument("--sizes", default=None, help="comma-separated grid sizes (default 64,512; --quick 64)")
+    p.add_argument("--rd-grid", type=int, default=None, help="2-D grid points per axis (default 128; --quick 32; "
+                   "0 skips the 2-D benchmark)")
+    p.add_argument("--rd-iterations", type=int, default=None,
+                   help="Adam iterations per 2-D configuration, the first untimed (default 6; --quick 2)")
     p.add_argument("--no-write", action="store_true", help="print only; do not write docs/")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        return serve(args.worker, worker)
+        return serve(args.worker, {"ks": worker, "rd": rd_worker})
     repeats = args.repeats or (1 if args.quick else 3)
     sizes = [int(s) for s in (args.sizes or ("64" if args.quick else "64,512")).split(",")]
     load0, t0 = load_average(), time.perf_counter()
     res = measure(sizes, CONFIGS, repeats)
+    grid = args.rd_grid if args.rd_grid is not None else (32 if args.quick else 128)
+    rd_iterations = args.rd_iterations or (2 if args.quick else 6)
+    res_rd = measure_rd(grid, rd_iterations) if grid else None
     load1 = load_average()
     lines = ["# Stiff neural PDE: SINODE's Kuramoto-Sivashinsky model", "",
              f"Generated by `python benchmarks/stiff_pde.py{' --quick' if args.quick else ''}` on "
@@ -269,6 +483,17 @@ def main():
              f"(forward, backward, Adam step), median and min-max over {repeats} repeat(s) after a warm-up.", ""]
     for n in sizes:
         lines += [f"## N = {n} grid points", ""] + table(res, n, CONFIGS)
+    if res_rd is not None:
+        lines += [f"## 2-D neural reaction-diffusion, {grid} x {grid} grid", "",
+                  f"{RD_SAMPLES} samples of {grid * grid} unknowns, float64; implicit part a learnable 3x3 circular "
+                  f"convolution (declared as `{{'grid': ({grid}, {grid}), 'stencil': 1, 'periodic': True}}` with "
+                  "`linear`), explicit part a pointwise MLP; kencarp4 at a fixed step "
+                  f"{RD_STEP} over {RD_INTERVAL}. {rd_iterations} Adam iterations (lr 1e-2) per configuration: "
+                  "time median and spread over all but the first; peak memory is the resident-memory peak "
+                  "above the worker's memory before training; the finite-difference check: "
+                  f"{FD_DIRECTIONS} random unit directions in parameter space, central differences with step "
+                  f"{FD_EPS} of the same discrete solve, largest relative difference (tolerance {FD_TOL}).", ""]
+        lines += table_rd(res_rd)
     lines += [f"Total benchmark time: {time.perf_counter() - t0:.0f} s.", ""]
     publish("\n".join(lines), None if args.no_write else DOC)
     return 0
