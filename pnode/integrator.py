@@ -240,6 +240,7 @@ class Integrator:
         defaults = self.method.petsc_defaults(self.settings.implicit, ts_type, dtype)
         defaults.update(steps.petsc_defaults())
         defaults.update(plan.petsc_defaults())
+        user_atol = self.source.given("snes_atol")  # asked before the defaults enter the database
         with self.source.applied(defaults):
             plan.attach(ts)
             try:
@@ -254,7 +255,7 @@ class Integrator:
                     f"TS type {ts.getType()!r} has no discrete adjoint in PETSc, so no gradients: use one of "
                     f"{', '.join(adjoint_method_names())}, or call under torch.no_grad() for a forward-only "
                     "solve")
-            ws.wiring.configure_pc(ts)
+            ws.wiring.configure_pc(ts, scale_atol=not user_atol)
         ts.setTime(s[0])
         ts.setStepNumber(0)
         ts.setMaxTime(s[-1])

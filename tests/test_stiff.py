@@ -317,3 +317,38 @@ def test_2d_convolution_coloured_jacobian_and_gradient():
     assert rel_err(out[1][0], out[0][0]) <= 1e-8
     for a, b in zip(out[1][1], out[0][1]):
         assert rel_err(a, b) <= 1e-8
+
+
+def _large_operator_solve(petsc=None, linear=False):
+    """A stiff linear part of norm ~4e8 (a circular second difference times 1e8) at a state
+    close to its null space, so that Newton's stage residual has a round-off floor of about
+    1e-7, far above pnode's fixed default snes_atol (1e-12) and snes_rtol times the first
+    residual."""
+    conv = CircularConv()
+    with torch.no_grad():
+        conv.conv.weight.copy_(torch.tensor([[[0.0, 1e8, -2e8, 1e8, 0.0]]]))
+    x = torch.linspace(0, 2 * np.pi, 65, dtype=torch.float64)[:-1]
+    y0 = (1.0 + 1e-6 * torch.sin(x)).repeat(4, 1) * torch.arange(1, 5, dtype=torch.float64).reshape(4, 1)
+    y0.requires_grad_(True)
+    with pnode.ODESolver(conv, method="kencarp4", petsc_options=petsc,
+                         options={"step_size": 0.05, "linear": linear, "func_explicit": lambda t, y: -0.1 * y,
+                                  "sparsity": {"grid": (64,), "stencil": 2, "periodic": True}}) as solver:
+        ys = solver(y0, torch.tensor([0.0, 0.1], dtype=torch.float64))
+        grads = torch.autograd.grad(ys.pow(2).sum(), [y0, conv.conv.weight])
+        return ys.detach(), grads, solver.petsc_ts.getSNES().getTolerances()[1]
+
+
+def test_newton_absolute_tolerance_scaled_to_the_operator():
+    """Without a user snes_atol, Newton's absolute tolerance is scaled to the residual's
+    round-off (10 eps (shift + |J|) |u|): the solve converges, to the solution and gradient
+    of the single linear solve per stage (options['linear'], no Newton test) within 1e-9
+    relative; a user's snes_atol is kept, and this one (pnode's former fixed default)
+    makes Newton fail at round-off."""
+    ys1, g1, _ = _large_operator_solve(linear=True)
+    ys0, g0, atol = _large_operator_solve()
+    assert 1e-8 < atol < 1e-3  # scaled: far above the fixed 1e-12
+    assert rel_err(ys0, ys1) <= 1e-9
+    for a, b in zip(g0, g1):
+        assert rel_err(a, b) <= 1e-9
+    with pytest.raises(pnode.SolverError, match="DIVERGED_NONLINEAR_SOLVE"):
+        _large_operator_solve(petsc={"snes_atol": 1e-12})
