@@ -237,7 +237,7 @@ class Integrator:
     def _configure(self, ws, s, steps, plan, ts_type, dtype, record):
         """PETSc options (code defaults under the command line), trajectory, times ``s``."""
         ts = ws.ts
-        defaults = self.method.petsc_defaults(self.settings.implicit, ts_type, dtype)
+        defaults = self.method.petsc_defaults(self.settings.implicit, ts_type, dtype, self.comm.getSize())
         defaults.update(steps.petsc_defaults())
         defaults.update(plan.petsc_defaults())
         user_atol = self.source.given("snes_atol")  # asked before the defaults enter the database

@@ -22,6 +22,7 @@ from .part import Part
 from .sparse import SparseJacobian
 
 
+_SEQUENTIAL_PCS = ("lu", "ilu", "icc", "cholesky")  # PETSc's own factorizations: one rank only
 ROUNDOFF_MARGIN = 10.0  # Newton's scaled absolute tolerance, in units of the residual's round-off estimate
 
 
@@ -102,6 +103,11 @@ class ImplicitPart(Part):
             ksp.setMonitor(self._count)
             self._monitoring = True
         pc = ts.getSNES().getKSP().getPC()
+        if self.sparse is not None and ksp.getComm().getSize() > 1 and pc.getType() in _SEQUENTIAL_PCS:
+            raise ValueError(f"options['sparsity'] on {ksp.getComm().getSize()} ranks: -pc_type {pc.getType()} is "
+                             "PETSc's sequential factorization and cannot factor the matrix spread over the ranks; "
+                             f"use -pc_type bjacobi -sub_pc_type {pc.getType()} (the default: exact, the samples "
+                             "do not couple across ranks), asm or gamg")
         if self.large is not None and pc.getType() == PETSc.PC.Type.NONE and self.pc is None:
             self._warn_unpreconditioned()
         if self.pc is None:
