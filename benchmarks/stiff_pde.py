@@ -59,12 +59,13 @@ import statistics
 import sys
 import time
 
-from _harness import ROOT, WorkerError, load_average, machine, publish, run_worker, serve
+from _harness import HERE, ROOT, WorkerError, load_average, machine, publish, run_worker, serve
+from graphs import jax_python
 
 DOC = os.path.join(ROOT, "docs", "benchmarks_stiff_pde.md")
 LENGTH, INTERVAL, STEP, BATCH, HIDDEN = 22.0, 0.25, 0.125, 256, 104
 CONFIGS = ["kencarp4 blocks", "kencarp4 blocks+linear", "kencarp4 sparse", "kencarp4 sparse+linear",
-           "kencarp4 FFT PC", "pnode dopri5", "torchdiffeq dopri5"]
+           "kencarp4 FFT PC", "pnode dopri5", "torchdiffeq dopri5", "diffrax KenCarp4"]
 REFERENCE = "kencarp4 sparse+linear"
 
 
@@ -368,18 +369,46 @@ def _assign(params, flat):
             i += p.numel()
 
 
+def export_weights(n, path):
+    """Save the KS data and initial weights for benchmarks/_diffrax_pde.py (``.npz``)."""
+    import numpy as np
+    u0, u1 = ks_data(n, BATCH)
+    net = model(n)
+    linears = [m for m in net.ex.mlp if hasattr(m, "weight")]
+    arrays = {"w0": net.im.conv.weight.detach().reshape(-1).numpy(), "u0": u0.numpy(), "u1": u1.numpy(),
+              "interval": np.float64(INTERVAL), "step": np.float64(STEP)}
+    for i, lin in enumerate(linears, 1):
+        arrays[f"W{i}"], arrays[f"b{i}"] = lin.weight.detach().numpy(), lin.bias.detach().numpy()
+    np.savez(path, **arrays)
+    return {"path": path}
+
+
+def diffrax_run(n, repeats, python):
+    """diffrax's KenCarp4 row (benchmarks/_diffrax_pde.py under ``python``) on the same data,
+    weights and step."""
+    import tempfile
+    if python is None:
+        return {"error": "not measured: no JAX (pass --jax-python VENV/bin/python or set PNODE_JAX_PYTHON)"}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "ks.npz")
+        run_worker(__file__, dict(n=n, path=path), task="export", timeout=600)
+        return run_worker(os.path.join(HERE, "_diffrax_pde.py"), dict(weights=path, repeats=repeats), python=python,
+                          timeout=900)
+
+
 def _rel(a, b):
     return max(abs(x - y) for x, y in zip(a, b)) / max(max(abs(y) for y in b), 1e-300)
 
 
-def measure(sizes, configs, repeats):
+def measure(sizes, configs, repeats, jax=None):
     res = {}
     for n in sizes:
         for c in configs:
             if (n > 64 and (c.startswith("kencarp4 blocks") or "dopri5" in c)):
                 continue
             try:
-                res[(n, c)] = run_worker(__file__, dict(n=n, config=c, repeats=repeats), task="ks", timeout=600)
+                res[(n, c)] = (diffrax_run(n, repeats, jax) if c.startswith("diffrax") else
+                               run_worker(__file__, dict(n=n, config=c, repeats=repeats), task="ks", timeout=600))
             except WorkerError as err:
                 res[(n, c)] = {"error": str(err).splitlines()[0]}
             r = res[(n, c)]
@@ -456,15 +485,22 @@ def main():
                    "0 skips the 2-D benchmark)")
     p.add_argument("--rd-iterations", type=int, default=None,
                    help="Adam iterations per 2-D configuration, the first untimed (default 6; --quick 2)")
+    p.add_argument("--configs", default=None, help="comma-separated KS configurations (default all)")
+    p.add_argument("--jax-python", help="an interpreter with JAX and diffrax for the diffrax rows (default "
+                   "$PNODE_JAX_PYTHON, else this one if it has them)")
     p.add_argument("--no-write", action="store_true", help="print only; do not write docs/")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        return serve(args.worker, {"ks": worker, "rd": rd_worker})
+        return serve(args.worker, {"ks": worker, "rd": rd_worker, "export": export_weights})
     repeats = args.repeats or (1 if args.quick else 3)
     sizes = [int(s) for s in (args.sizes or ("64" if args.quick else "64,512")).split(",")]
     load0, t0 = load_average(), time.perf_counter()
-    res = measure(sizes, CONFIGS, repeats)
+    configs = CONFIGS if args.configs is None else [c.strip() for c in args.configs.split(",")]
+    unknown = set(configs) - set(CONFIGS)
+    if unknown:
+        p.error(f"--configs: unknown {sorted(unknown)}; choose from {CONFIGS}")
+    res = measure(sizes, configs, repeats, jax_python(args.jax_python))
     grid = args.rd_grid if args.rd_grid is not None else (32 if args.quick else 128)
     rd_iterations = args.rd_iterations or (2 if args.quick else 6)
     res_rd = measure_rd(grid, rd_iterations) if grid else None
@@ -479,7 +515,7 @@ def main():
              f"interval {INTERVAL} per sample, IMEX fixed step {STEP}). Wall time per training iteration "
              f"(forward, backward, Adam step), median and min-max over {repeats} repeat(s) after a warm-up.", ""]
     for n in sizes:
-        lines += [f"## N = {n} grid points", ""] + table(res, n, CONFIGS)
+        lines += [f"## N = {n} grid points", ""] + table(res, n, configs)
     if res_rd is not None:
         lines += [f"## 2-D neural reaction-diffusion, {grid} x {grid} grid", "",
                   f"{RD_SAMPLES} samples of {grid * grid} unknowns, float64; implicit part a learnable 3x3 circular "
