@@ -22,8 +22,12 @@ Configurations (each in its own worker process, ``_harness.run_worker``):
   (``options["preconditioner"]``: the convolution is circulant);
 - ``pnode dopri5`` and ``torchdiffeq dopri5``: the whole field explicit (rtol 1e-6, atol 1e-8;
   torchdiffeq backpropagating through its solver, faster here than its ``odeint_adjoint``,
-  which took minutes per iteration); N = 64 only (at N = 512 the stiffness, ~5e6, would take
-  some 10^5 steps per interval).
+  which took minutes per iteration). At N = 512 the stiffness (~5e6) needs some 10^5 steps
+  per interval: pnode dopri5 is not run, and torchdiffeq's row is extrapolated from a
+  window of the interval that takes about 30 steps (time and memory scaled by the
+  interval's length over the window's; no gradient);
+- ``diffrax KenCarp4``: benchmarks/_diffrax_pde.py under ``--jax-python`` (vmapped over the
+  batch, same data, weights and step; its gradient compared like the others).
 
 IMEX runs use a fixed step of 0.125. At N = 512 a converged stage's residual has a
 round-off floor of about 1e-8 (the operator's norm is about 5e6); pnode scales Newton's
@@ -171,6 +175,46 @@ def fft_preconditioner(conv, n):
         lam = lam.conj() if transpose else lam
         return torch.fft.ifft(torch.fft.fft(r, dim=-1) / (shift - lam), dim=-1).real
     return prec
+
+
+WINDOW_STEPS = 30  # dopri5 steps of torchdiffeq's extrapolated row (N > 64)
+
+
+def window_worker(n, repeats):
+    """torchdiffeq dopri5 (backpropagation) where a whole interval is out of reach (N > 64:
+    ~1e5 steps, memory growing with them): the training iteration on a window of the
+    interval that takes about ``WINDOW_STEPS`` steps, timed, then scaled to the whole
+    interval (time and memory grow linearly with the steps at a stability-limited step)."""
+    import torch
+    import torchdiffeq
+    from _harness import PeakRSS
+    torch.set_num_threads(1)
+    u0, _ = ks_data(n, BATCH)
+    net = model(n)
+    e0 = torch.zeros(1, 1, n, dtype=torch.float64)
+    e0[0, 0, 0] = 1.0
+    lam = float(torch.fft.fft(net.im.conv(e0).reshape(n)).abs().max())  # circulant: the FFT of a column
+    window = INTERVAL * WINDOW_STEPS / (INTERVAL * lam / 3.3)  # dopri5's real stability boundary ~3.3
+    evals = [0]
+
+    def counted(t, y):
+        evals[0] += 1
+        return net(t, y)
+    t = torch.tensor([0.0, window], dtype=torch.float64)
+    times = []
+    with PeakRSS() as mem:
+        for it in range(repeats + 1):
+            evals[0] = 0
+            start = time.perf_counter()
+            net.zero_grad()
+            y = torchdiffeq.odeint(counted, u0, t, method="dopri5", rtol=1e-6, atol=1e-8)[-1]
+            y.pow(2).mean().backward()
+            if it > 0:
+                times.append(time.perf_counter() - start)
+    scale = INTERVAL / window
+    return {"times": [x * scale for x in times], "steps": round(evals[0] / 6 * scale), "grad": None,
+            "extrapolated": f"from {window:.2e} time units ({evals[0] // 6} steps), x{scale:.0f}: "
+                            f"peak memory ~{(mem.peak - mem.before) / 1024 * scale / 1024:.0f} GB"}
 
 
 def worker(n, config, repeats):
@@ -404,11 +448,15 @@ def measure(sizes, configs, repeats, jax=None):
     res = {}
     for n in sizes:
         for c in configs:
-            if (n > 64 and (c.startswith("kencarp4 blocks") or "dopri5" in c)):
+            if n > 64 and (c.startswith("kencarp4 blocks") or c == "pnode dopri5"):
                 continue
             try:
-                res[(n, c)] = (diffrax_run(n, repeats, jax) if c.startswith("diffrax") else
-                               run_worker(__file__, dict(n=n, config=c, repeats=repeats), task="ks", timeout=600))
+                if c.startswith("diffrax"):
+                    res[(n, c)] = diffrax_run(n, repeats, jax)
+                elif n > 64 and c == "torchdiffeq dopri5":
+                    res[(n, c)] = run_worker(__file__, dict(n=n, repeats=repeats), task="window", timeout=600)
+                else:
+                    res[(n, c)] = run_worker(__file__, dict(n=n, config=c, repeats=repeats), task="ks", timeout=600)
             except WorkerError as err:
                 res[(n, c)] = {"error": str(err).splitlines()[0]}
             r = res[(n, c)]
@@ -429,9 +477,10 @@ def table(res, n, configs):
             lines.append(f"| {c} | failed: {r['error']} | | | |")
             continue
         med = statistics.median(r["times"])
-        diff = "reference" if c == REFERENCE else (f"{_rel(r['grad'], ref['grad']):.1e}" if ref and "grad" in ref
-                                                   else "-")
-        lines.append(f"| {c} | {med:.3f} | {min(r['times']):.3f}-{max(r['times']):.3f} | "
+        diff = "reference" if c == REFERENCE else (f"{_rel(r['grad'], ref['grad']):.1e}"
+                                                   if ref and ref.get("grad") and r.get("grad") else "-")
+        name = f"{c} (extrapolated {r['extrapolated']})" if r.get("extrapolated") else c
+        lines.append(f"| {name} | {med:.3f} | {min(r['times']):.3f}-{max(r['times']):.3f} | "
                      f"{r['steps'] if r['steps'] is not None else '-'} | {diff} |")
     return lines + [""]
 
@@ -492,7 +541,7 @@ def main():
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        return serve(args.worker, {"ks": worker, "rd": rd_worker, "export": export_weights})
+        return serve(args.worker, {"ks": worker, "rd": rd_worker, "export": export_weights, "window": window_worker})
     repeats = args.repeats or (1 if args.quick else 3)
     sizes = [int(s) for s in (args.sizes or ("64" if args.quick else "64,512")).split(",")]
     load0, t0 = load_average(), time.perf_counter()
