@@ -1,6 +1,7 @@
 """Stiff neural PDE benchmark: SINODE's Kuramoto-Sivashinsky model (Zhang et al., AAAI
 2025; caidao22/pnode examples-sinode/KS) trained with pnode's IMEX paths against explicit
-dopri5 (pnode and torchdiffeq).
+dopri5 (pnode and torchdiffeq) and diffrax's KenCarp4; then a 2-D neural reaction-diffusion
+field on a 128 x 128 grid.
 
 Data: KS ``u_t = -u u_x - u_xx - u_xxxx`` on a periodic domain of length 22 with N grid
 points, solved by an ETDRK4 integrator written in torch (Kassam and Trefethen 2005;
@@ -35,27 +36,32 @@ IMEX runs use a fixed step of 0.125. At N = 512 a converged stage's residual has
 round-off floor of about 1e-8 (the operator's norm is about 5e6); pnode scales Newton's
 absolute tolerance to it (no ``-snes_atol`` needed). Reported: median and spread (min-max) of wall time
 per iteration over the repeats (after one warm-up iteration), steps per solve, and the
-relative difference of the first iteration's gradient from the ``kencarp4 sparse+linear``
-gradient (all IMEX configurations solve the same discrete problem; dopri5 is another
-discretisation, so its gradient differs by its truncation error).
+peak resident memory above the worker's before training (pnode and torchdiffeq rows), the
+loss at the last iteration (after ``repeats`` Adam steps from the same start; diffrax: the
+first iteration's, it takes no Adam step), and the relative difference of the first
+iteration's gradient from the ``kencarp4 sparse+linear`` gradient (all IMEX configurations
+solve the same discrete problem; dopri5 is another discretisation, so its gradient differs
+by its truncation error).
 
 2-D neural reaction-diffusion (``--rd-grid``, default 128): ``RD_SAMPLES`` fields on a periodic
 unit square, implicit part a learnable 3x3 circular convolution (initialised to half the true
 diffusion ``RD_DIFFUSION`` times the 5-point Laplacian; largest eigenvalue magnitude
-``8 D / dx^2``, about 500 at 128 x 128), explicit part a pointwise MLP (1-16-16-1, tanh);
+``8 D / dx^2``: about 260 at 128 x 128 initially, 520 for the true D), explicit part a pointwise MLP (1-16-16-1, tanh);
 data from the true model (Fisher-KPP reaction ``u (1 - u)``) by kencarp4 at 1/8 of the step.
 Rows: pnode kencarp4 with ``sparsity`` (a 2-D periodic grid, stencil 1) and ``linear``
 under ``-pc_type lu`` (``-ksp_type preonly``: the operator is factored once per call and
 each stage is one pair of triangular solves), ``ilu`` and ``gamg`` (GMRES to the default
-``ksp_rtol`` 1e-12: several iterations per stage and per adjoint solve); pnode and torchdiffeq
+``ksp_rtol`` 1e-12 on each stage and adjoint solve); pnode and torchdiffeq
 dopri5 (backpropagation) on the whole field. Each IMEX row checks its first gradient against
 central finite differences of the same discrete solve along ``FD_DIRECTIONS`` random
 directions; all rows report peak memory and the loss after ``--rd-iterations`` Adam steps.
 
 The machine is shared: timings are indicative only.
 
-Run: ``python benchmarks/stiff_pde.py`` (N = 64 and 512, 3 repeats, 2-D at 128 x 128),
-``--quick`` (N = 64, 1 repeat, 2-D at 32 x 32; about two minutes), ``--no-write``. Writes docs/benchmarks_stiff_pde.md.
+Run: ``python benchmarks/stiff_pde.py --jax-python JAXVENV/bin/python`` (N = 64 and 512,
+3 repeats, 2-D at 128 x 128, 4 Adam iterations), ``--quick`` (N = 64, 1 repeat, 2-D at
+32 x 32; about two minutes), ``--configs``/``--rd-configs`` (a subset), ``--no-write``.
+Writes docs/benchmarks_stiff_pde.md.
 """
 import argparse
 import datetime
@@ -245,19 +251,22 @@ def worker(n, config, repeats):
 
         def solver(y, tt):  # backpropagation through the solver: its adjoint took minutes here
             return torchdiffeq.odeint(net, y, tt, method="dopri5", rtol=1e-6, atol=1e-8)
+    from _harness import PeakRSS
     times, grad, steps = [], None, None
-    for it in range(repeats + 1):
-        start = time.perf_counter()
-        opt.zero_grad()
-        loss = (solver(u0, t)[-1] - u1).pow(2).mean()
-        loss.backward()
-        if it == 0:
-            grad = torch.cat([p.grad.reshape(-1) for p in params]).tolist()
-            steps = solver.stats["steps"] if hasattr(solver, "stats") else None
-        opt.step()
-        if it > 0:
-            times.append(time.perf_counter() - start)
-    return {"times": times, "grad": grad, "steps": steps, "loss": float(loss)}
+    with PeakRSS() as mem:
+        for it in range(repeats + 1):
+            start = time.perf_counter()
+            opt.zero_grad()
+            loss = (solver(u0, t)[-1] - u1).pow(2).mean()
+            loss.backward()
+            if it == 0:
+                grad = torch.cat([p.grad.reshape(-1) for p in params]).tolist()
+                steps = solver.stats["steps"] if hasattr(solver, "stats") else None
+            opt.step()
+            if it > 0:
+                times.append(time.perf_counter() - start)
+    return {"times": times, "grad": grad, "steps": steps, "loss": float(loss),
+            "peak_mb": (mem.peak - mem.before) / 1024}
 
 
 # ------------------------------------------------------------------ 2-D reaction-diffusion
@@ -438,8 +447,14 @@ def diffrax_run(n, repeats, python):
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "ks.npz")
         run_worker(__file__, dict(n=n, path=path), task="export", timeout=600)
-        return run_worker(os.path.join(HERE, "_diffrax_pde.py"), dict(weights=path, repeats=repeats), python=python,
-                          timeout=900)
+        for attempt in (1, 2):
+            try:  # one retry: the JAX worker hung now and then (all threads in futex waits) on the loaded machine
+                return run_worker(os.path.join(HERE, "_diffrax_pde.py"), dict(weights=path, repeats=repeats),
+                                  python=python, timeout=240 if n <= 64 else 600)
+            except WorkerError as err:
+                if attempt == 2 or "timed out" not in str(err):
+                    raise
+                print(f"  N={n} diffrax worker timed out; retrying once", file=sys.stderr)
 
 
 def _rel(a, b):
@@ -469,21 +484,24 @@ def measure(sizes, configs, repeats, jax=None):
 
 def table(res, n, configs):
     ref = res.get((n, REFERENCE))
-    lines = ["| configuration | s / iteration (median) | spread (min-max) | steps | gradient vs sparse+linear |",
-             "|---|---|---|---|---|"]
+    lines = ["| configuration | s / iteration (median) | spread (min-max) | steps | gradient vs sparse+linear | "
+             "peak memory (MB) | loss at the last iteration |",
+             "|---|---|---|---|---|---|---|"]
     for c in configs:
         r = res.get((n, c))
         if r is None:
             continue
         if "error" in r:
-            lines.append(f"| {c} | failed: {r['error']} | | | |")
+            lines.append(f"| {c} | failed: {r['error']} | | | | | |")
             continue
         med = statistics.median(r["times"])
         diff = "reference" if c == REFERENCE else (f"{_rel(r['grad'], ref['grad']):.1e}"
                                                    if ref and ref.get("grad") and r.get("grad") else "-")
         name = f"{c} (extrapolated {r['extrapolated']})" if r.get("extrapolated") else c
+        mem = f"{r['peak_mb']:.0f}" if r.get("peak_mb") is not None else "-"
+        loss = f"{r['loss']:.6e}" if r.get("loss") is not None else "-"
         lines.append(f"| {name} | {med:.3f} | {min(r['times']):.3f}-{max(r['times']):.3f} | "
-                     f"{r['steps'] if r['steps'] is not None else '-'} | {diff} |")
+                     f"{r['steps'] if r['steps'] is not None else '-'} | {diff} | {mem} | {loss} |")
     return lines + [""]
 
 
@@ -535,7 +553,7 @@ def main():
     p.add_argument("--rd-grid", type=int, default=None, help="2-D grid points per axis (default 128; --quick 32; "
                    "0 skips the 2-D benchmark)")
     p.add_argument("--rd-iterations", type=int, default=None,
-                   help="Adam iterations per 2-D configuration, the first untimed (default 6; --quick 2)")
+                   help="Adam iterations per 2-D configuration, the first untimed (default 4; --quick 2)")
     p.add_argument("--configs", default=None, help="comma-separated KS configurations (default all)")
     p.add_argument("--rd-configs", default=None, help="comma-separated 2-D configurations (default all)")
     p.add_argument("--jax-python", help="an interpreter with JAX and diffrax for the diffrax rows (default "
@@ -554,7 +572,7 @@ def main():
         p.error(f"--configs: unknown {sorted(unknown)}; choose from {CONFIGS}")
     res = measure(sizes, configs, repeats, jax_python(args.jax_python))
     grid = args.rd_grid if args.rd_grid is not None else (32 if args.quick else 128)
-    rd_iterations = args.rd_iterations or (2 if args.quick else 6)
+    rd_iterations = args.rd_iterations or (2 if args.quick else 4)
     rd_configs = RD_CONFIGS if args.rd_configs is None else [c.strip() for c in args.rd_configs.split(",")]
     if set(rd_configs) - set(RD_CONFIGS):
         p.error(f"--rd-configs: unknown {sorted(set(rd_configs) - set(RD_CONFIGS))}; choose from {RD_CONFIGS}")
