@@ -261,9 +261,10 @@ class Integrator:
         (only the first and last when ``interpolate`` and the steps are adaptive).
         Returns whether the solve interpolates."""
         ts = ws.ts
-        defaults = self.method.petsc_defaults(self.settings.implicit, ts_type, dtype)
+        defaults = self.method.petsc_defaults(self.settings.implicit, ts_type, dtype, self.comm.getSize())
         defaults.update(steps.petsc_defaults())
         defaults.update(plan.petsc_defaults())
+        user_atol = self.source.given("snes_atol")  # asked before the defaults enter the database
         with self.source.applied(defaults):
             plan.attach(ts)
             try:
@@ -278,7 +279,7 @@ class Integrator:
                     f"TS type {ts.getType()!r} has no discrete adjoint in PETSc, so no gradients: use one of "
                     f"{', '.join(adjoint_method_names())}, or call under torch.no_grad() for a forward-only "
                     "solve")
-            ws.wiring.configure_pc(ts)
+            ws.wiring.configure_pc(ts, scale_atol=not user_atol)
         ts.setTime(s[0])
         ts.setStepNumber(0)
         ts.setMaxTime(s[-1])

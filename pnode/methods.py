@@ -75,13 +75,16 @@ class Method:
             return tuple(k for k in OPTION_KEYS if k not in ("theta", "endpoint"))
         return OPTION_KEYS
 
-    def petsc_defaults(self, implicit, ts_type, dtype):
+    def petsc_defaults(self, implicit, ts_type, dtype, ranks=1):
         """PETSc options this method implies for one solve.
 
         Args:
             implicit: the solver's :class:`~pnode.settings.ImplicitSettings`.
             ts_type: the TS type that will run (the command line may have changed it).
             dtype: the model's dtype (float32 models get looser nonlinear tolerances).
+            ranks: the state's communicator size (PETSc's own LU is sequential: the
+                sparse Jacobian on several ranks gets block Jacobi, one LU per rank, exact
+                since the samples, split over ranks, do not couple).
         """
         opts = {"ts_type": self.ts_type}
         if self.subtype is not None:
@@ -96,6 +99,8 @@ class Method:
                 opts.update(ksp_type="preonly", pc_type="lu")
             elif implicit.sparsity is not None:  # PETSc's PCs on the assembled sparse Jacobian
                 opts.update(ksp_type="gmres", pc_type="lu", ksp_gmres_restart=100)
+                if ranks > 1:
+                    opts.update(pc_type="bjacobi", sub_pc_type="lu")
             else:
                 opts.update(ksp_type="gmres", pc_type="none", ksp_gmres_restart=100)
             if implicit.linear:  # one linear solve is the exact Newton step

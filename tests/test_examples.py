@@ -5,6 +5,7 @@ seconds of solving (helpers.run_example asserts a zero exit):
 - spiral.py (``make demo``): a few iterations, a PETSc option passed through, no --flag
   reported as an unused PETSc option;
 - stiff_robertson.py and stiff_neural.py: write their plots and their tables;
+- ks_pde.py: two iterations on a 32-point grid, with its plot;
 - classifier.py: one tiny epoch (with the PNG and a PETSc option passed through), and a
   tiny --compare (one subprocess per gradient configuration). About 15 s of CPU time in
   all; the timeouts leave room for a loaded machine, where starting Python with torch,
@@ -48,6 +49,14 @@ def test_stiff_neural_runs(tmp_path):
                          "--out", out).stdout
     assert out.exists() and out.stat().st_size > 0
     assert "| kencarp4" in stdout and "| dopri5" in stdout
+
+
+def test_ks_pde_runs(tmp_path):
+    out = tmp_path / "ks.png"
+    stdout = run_example("ks_pde.py", "--iterations", "2", "--n", "32", "--batch", "8", "--pairs", "16",
+                         "--window", "2", "--hidden", "16", "--horizon", "2", "--out", out).stdout
+    assert out.exists() and out.stat().st_size > 10000
+    assert re.search(r"iteration\s+2\s+loss \S+", stdout) and "held-out rollout" in stdout
 
 
 # ---------------------------------------------------------------- classifier

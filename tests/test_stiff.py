@@ -268,3 +268,87 @@ def test_structure_options_checked():
     with pytest.raises(ValueError, match=r"grid \(8,\) has 8 points but each sample of the state has 6"):
         pnode.odeint(lambda t, y: -y, torch.ones(2, 6, dtype=torch.float64), torch.tensor([0.0, 0.1]),
                      method="implicit_euler", options={"step_size": 0.1, "sparsity": {"grid": 8}})
+
+
+class Conv2dField(nn.Module):
+    """A 2-D neural reaction-diffusion field on a bounded ``(h, w)`` grid: a 3x3
+    convolution with zero padding plus a pointwise cubic term, ``(B, h*w) -> (B, h*w)``."""
+
+    def __init__(self, h, w):
+        super().__init__()
+        self.h, self.w = h, w
+        g = torch.Generator().manual_seed(11)
+        self.conv = nn.Conv2d(1, 1, 3, padding=1, bias=False).double()
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(1, 1, 3, 3, generator=g, dtype=torch.float64))
+
+    def forward(self, t, y):
+        return self.conv(y.reshape(-1, 1, self.h, self.w)).reshape(y.shape) - 0.5 * y ** 3
+
+
+def test_2d_convolution_coloured_jacobian_and_gradient():
+    """A 3x3 convolution on a bounded 12x12 grid, declared as a 2-D grid: the coloured
+    Jacobian equals autograd's per-sample Jacobian to 1e-13, and the solution and gradient
+    with options['sparsity'] equal the matrix-free path's to 1e-8 (kencarp4, fixed step;
+    the matrix-free GMRES converges to pnode's ksp_rtol 1e-12)."""
+    h = w = 12
+    sparsity = {"grid": (h, w), "stencil": 1, "periodic": False}
+    func = Conv2dField(h, w)
+    y0 = torch.rand(2, h * w, dtype=torch.float64, generator=torch.Generator().manual_seed(12))
+    rows, cols = pattern(resolve({"sparsity": sparsity}, get_method("kencarp4")).implicit.sparsity, h * w)
+    sp = SparseJacobian((2, h * w), (rows, cols), None, PETSc.COMM_SELF)
+    assert sp.ncolours == 9  # a 3x3 box on a 2-D grid needs 9 colours; greedy finds them
+    sp.set_point(_linearization(func, y0), 3.0)
+    got = torch.as_tensor(sp.mat.convert("dense").getDenseArray().copy())
+    sp.destroy()
+    for b in range(2):
+        jac = torch.func.jacrev(lambda x: func(0.0, x))(y0[b]).detach()
+        block = got[b * h * w:(b + 1) * h * w, b * h * w:(b + 1) * h * w]
+        assert rel_err(block, 3.0 * torch.eye(h * w, dtype=torch.float64) - jac) <= 1e-13
+    t = torch.tensor([0.0, 0.1, 0.2], dtype=torch.float64)
+    out = []
+    for opts in ({"jacobian": "matrix-free"}, {"sparsity": sparsity}):
+        func = Conv2dField(h, w)
+        y = y0.clone().requires_grad_(True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UnpreconditionedWarning)  # the matrix-free reference
+            ys = pnode.odeint(func, y, t, method="kencarp4", options=dict(step_size=0.05, **opts))
+        out.append((ys.detach(), torch.autograd.grad(ys.pow(2).sum(), [y, func.conv.weight])))
+    assert rel_err(out[1][0], out[0][0]) <= 1e-8
+    for a, b in zip(out[1][1], out[0][1]):
+        assert rel_err(a, b) <= 1e-8
+
+
+def _large_operator_solve(petsc=None, linear=False):
+    """A stiff linear part of norm ~4e8 (a circular second difference times 1e8) at a state
+    close to its null space, so that Newton's stage residual has a round-off floor of about
+    1e-7, far above pnode's fixed default snes_atol (1e-12) and snes_rtol times the first
+    residual."""
+    conv = CircularConv()
+    with torch.no_grad():
+        conv.conv.weight.copy_(torch.tensor([[[0.0, 1e8, -2e8, 1e8, 0.0]]]))
+    x = torch.linspace(0, 2 * np.pi, 65, dtype=torch.float64)[:-1]
+    y0 = (1.0 + 1e-6 * torch.sin(x)).repeat(4, 1) * torch.arange(1, 5, dtype=torch.float64).reshape(4, 1)
+    y0.requires_grad_(True)
+    with pnode.ODESolver(conv, method="kencarp4", petsc_options=petsc,
+                         options={"step_size": 0.05, "linear": linear, "func_explicit": lambda t, y: -0.1 * y,
+                                  "sparsity": {"grid": (64,), "stencil": 2, "periodic": True}}) as solver:
+        ys = solver(y0, torch.tensor([0.0, 0.1], dtype=torch.float64))
+        grads = torch.autograd.grad(ys.pow(2).sum(), [y0, conv.conv.weight])
+        return ys.detach(), grads, solver.petsc_ts.getSNES().getTolerances()[1]
+
+
+def test_newton_absolute_tolerance_scaled_to_the_operator():
+    """Without a user snes_atol, Newton's absolute tolerance is scaled to the residual's
+    round-off (10 eps (shift + |J|) |u|): the solve converges, to the solution and gradient
+    of the single linear solve per stage (options['linear'], no Newton test) within 1e-9
+    relative; a user's snes_atol is kept, and this one (pnode's former fixed default)
+    makes Newton fail at round-off."""
+    ys1, g1, _ = _large_operator_solve(linear=True)
+    ys0, g0, atol = _large_operator_solve()
+    assert 1e-8 < atol < 1e-3  # scaled: far above the fixed 1e-12
+    assert rel_err(ys0, ys1) <= 1e-9
+    for a, b in zip(g0, g1):
+        assert rel_err(a, b) <= 1e-9
+    with pytest.raises(pnode.SolverError, match="DIVERGED_NONLINEAR_SOLVE"):
+        _large_operator_solve(petsc={"snes_atol": 1e-12})

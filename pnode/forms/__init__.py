@@ -61,10 +61,13 @@ class Wiring:
         for part in self._parts:
             part.forget()
 
-    def configure_pc(self, ts):
-        """After setFromOptions: install the user's PC hook, if any."""
+    def configure_pc(self, ts, scale_atol=False):
+        """After setFromOptions: install the user's PC hook, if any; with ``scale_atol``
+        (the user set no ``snes_atol``), scale Newton's absolute tolerance to the problem
+        (:meth:`~pnode.forms.implicit.ImplicitPart.scale_atol`)."""
         if self.implicit is not None:
             self.implicit.configure_pc(ts)
+            self.implicit.scale_atol(ts, scale_atol)
 
     def destroy(self):
         """Destroy the Mats and Vecs of every part."""

@@ -22,6 +22,10 @@ from .part import Part
 from .sparse import SparseJacobian
 
 
+_SEQUENTIAL_PCS = ("lu", "ilu", "icc", "cholesky")  # PETSc's own factorizations: one rank only
+ROUNDOFF_MARGIN = 10.0  # Newton's scaled absolute tolerance, in units of the residual's round-off estimate
+
+
 class UnpreconditionedWarning(UserWarning):
     """The implicit solve runs matrix-free GMRES without a preconditioner."""
 
@@ -81,6 +85,7 @@ class ImplicitPart(Part):
         self._constant = None  # linear: (first Linearization of the call, checked at a second point)
         self._dense_point = None
         self.large = large if (self.pc is None and not dense and self.sparse is None) else None
+        self._atol = None  # (the options' snes_atol, estimated |J|) while Newton's atol is scaled
 
     def rebind(self, dyn):
         super().rebind(dyn)
@@ -98,6 +103,11 @@ class ImplicitPart(Part):
             ksp.setMonitor(self._count)
             self._monitoring = True
         pc = ts.getSNES().getKSP().getPC()
+        if self.sparse is not None and ksp.getComm().getSize() > 1 and pc.getType() in _SEQUENTIAL_PCS:
+            raise ValueError(f"options['sparsity'] on {ksp.getComm().getSize()} ranks: -pc_type {pc.getType()} is "
+                             "PETSc's sequential factorization and cannot factor the matrix spread over the ranks; "
+                             f"use -pc_type bjacobi -sub_pc_type {pc.getType()} (the default: exact, the samples "
+                             "do not couple across ranks), asm or gamg")
         if self.large is not None and pc.getType() == PETSc.PC.Type.NONE and self.pc is None:
             self._warn_unpreconditioned()
         if self.pc is None:
@@ -106,6 +116,41 @@ class ImplicitPart(Part):
             return
         pc.setType(PETSc.PC.Type.PYTHON)
         pc.setPythonContext(self.pc)
+
+    def scale_atol(self, ts, enabled):
+        """Scale Newton's absolute tolerance to the problem's round-off (when ``enabled``:
+        the user set no ``snes_atol``; Newton only, a declared-linear part runs one linear
+        solve).
+
+        The stage residual ``shift*M u - f(u) - ...`` cannot be computed more accurately
+        than about ``eps * (shift + |J|) * |u|`` (2-norms; ``|J|`` estimated once per call
+        by ``|J v| / |v|`` for a random ``v``). A stiff operator with a large norm (KS at
+        512 points: ``|J|`` ~ 1e6) puts that floor above pnode's fixed default (1e-12 in
+        float64), and Newton would fail to converge at round-off. At every Jacobian the
+        tolerance becomes ``max(default, 10 * floor)``: ten times, so that Newton stops
+        above round-off (the stage's error is then about ``atol / shift``, a relative
+        1e-10 or less in that case).
+        """
+        if not enabled or self.linear:
+            self._atol = None
+            return
+        self._atol = (ts.getSNES().getTolerances()[1], None)
+
+    def _scaled_atol(self, ts, lin, shift, U):
+        """Set ``snes_atol`` to ``max(default, 10 * eps * (shift + |J|) * |U|)`` (see :meth:`scale_atol`)."""
+        base, norm = self._atol
+        if norm is None:
+            g = torch.Generator(device="cpu").manual_seed(1357)
+            v = torch.randn(lin.u64.numel(), generator=g, dtype=lin.u64.dtype).to(lin.u64.device)
+            sums = [float(lin.jvp(v).pow(2).sum()), float(v.pow(2).sum())]
+            comm = U.getComm()
+            if comm.getSize() > 1:
+                sums = [comm.tompi4py().allreduce(x) for x in sums]
+            norm = (sums[0] / max(sums[1], 1e-300)) ** 0.5
+            self._atol = (base, norm)
+        eps = torch.finfo(self.dyn.layout.dtype).eps
+        floor = ROUNDOFF_MARGIN * eps * (abs(shift) + norm) * U.norm()
+        ts.getSNES().setTolerances(atol=max(base, floor))
 
     def _warn_unpreconditioned(self):
         """Once per workspace: the samples are too large for dense blocks."""
@@ -130,6 +175,8 @@ class ImplicitPart(Part):
         lin = self.linearize(s, U)
         if self.linear:
             lin = self._linear_point(lin)
+        if self._atol is not None:
+            self._scaled_atol(ts, lin, shift, U)
         if self.dense is not None:
             if self._dense_point != (lin, shift):  # unchanged: PETSc keeps its LU
                 self.dense.assemble(lin, shift)

@@ -56,7 +56,9 @@ class SparseJacobian:
         offsets = start + d * np.arange(B, dtype=np.int64).reshape(B, 1)
         self.mat.setPreallocationCOO((offsets + rows).reshape(-1).astype(PETSc.IntType),
                                      (offsets + cols).reshape(-1).astype(PETSc.IntType))
-        self._mass_values = None if mass is None else mass.m.cpu()[torch.as_tensor(rows), torch.as_tensor(cols)]
+        # M's values at the pattern's positions (the identity's: its diagonal; never a dense d x d eye)
+        self._mass_values = (torch.as_tensor(rows == cols).to(PETSC_DTYPE) if mass is None else
+                             mass.m.cpu()[torch.as_tensor(rows), torch.as_tensor(cols)].to(PETSC_DTYPE))
         self.point = self._jac = None
         self.exact = None  # verified against the matrix-free product (once per call)
         self.assemblies = 0
@@ -81,9 +83,7 @@ class SparseJacobian:
             # entry (r, c) of sample b is component c of the product seeded by r's colour
             self._jac = (lin, products[self._colour_of_entry, :, torch.as_tensor(self.cols)].T)  # (B, nnz)
         jac = self._jac[1]
-        mass = torch.eye(d, dtype=PETSC_DTYPE)[torch.as_tensor(self.rows), torch.as_tensor(self.cols)] \
-            if self._mass_values is None else self._mass_values
-        return shift * mass.reshape(1, -1) - jac
+        return shift * self._mass_values.reshape(1, -1) - jac
 
     def set_point(self, lin, shift):
         """Assemble at ``lin`` and ``shift`` (nothing to do at the same point and shift:
