@@ -124,31 +124,32 @@ class Stencil:
     def __init__(self, boundaries, times, rows):
         self.boundaries, self.times, self.rows = boundaries, times, rows
 
-    def _combine(self, ys, func, layout, params, stats):
-        col = {j: i for i, j in enumerate(self.boundaries)}
-        a = torch.zeros(len(self.rows), len(self.boundaries), dtype=torch.float64)
-        b = torch.zeros_like(a)
-        for k, row in enumerate(self.rows):
-            for j, x, y in row:
-                a[k, col[j]] += x
-                b[k, col[j]] += y
-        used = b.ne(0).any(0)
-        slopes = torch.zeros_like(ys)
-        if bool(used.any()):
-            idx = used.nonzero().flatten().tolist()
-            f = [self._slope(func, layout, params, self.times[i], ys[i]) for i in idx]
-            if stats is not None:
-                stats["rhs_evals"] += len(idx)
-            slopes = slopes.index_put((torch.tensor(idx, device=ys.device),), torch.stack(f))
-        like = dict(dtype=ys.dtype, device=ys.device)
-        return a.to(**like) @ ys + b.to(**like) @ slopes
-
     def outputs(self, ys, func, layout, params, stats=None):
         """The outputs, ``(len(rows), n)`` flat in the model's dtype, from ``ys``: the
         boundary states (one row per boundary, differentiable), slopes by ``func`` with
         autograd (each boundary evaluated once; counted in ``stats["rhs_evals"]``)."""
         with profiling.INTERP:
             return self._combine(ys, func, layout, params, stats)
+
+    def _combine(self, ys, func, layout, params, stats):
+        col = {j: i for i, j in enumerate(self.boundaries)}
+        sloped = sorted({j for row in self.rows for j, _, b in row if b})
+        scol = {j: i for i, j in enumerate(sloped)}
+        a = [[0.0] * len(self.boundaries) for _ in self.rows]
+        b = [[0.0] * len(sloped) for _ in self.rows]
+        for k, row in enumerate(self.rows):
+            for j, x, y in row:
+                a[k][col[j]] += x
+                if y:
+                    b[k][scol[j]] += y
+        like = dict(dtype=ys.dtype, device=ys.device)
+        out = torch.tensor(a, **like) @ ys
+        if sloped:
+            f = torch.stack([self._slope(func, layout, params, self.times[col[j]], ys[col[j]]) for j in sloped])
+            if stats is not None:
+                stats["rhs_evals"] += len(sloped)
+            out = out + torch.tensor(b, **like) @ f
+        return out
 
     @staticmethod
     def _slope(func, layout, params, t, y):
