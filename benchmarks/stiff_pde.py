@@ -82,46 +82,11 @@ REFERENCE = "kencarp4 sparse+linear"
 
 
 def ks_data(n, samples, seed=0):
-    """``(u0, u1)``: ``(samples, n)`` KS states 0.25 apart, by ETDRK4 in torch."""
-    import torch
-    h = 0.025
-    k = torch.fft.rfftfreq(n, d=LENGTH / (2 * math.pi * n)).to(torch.float64)
-    lin = k ** 2 - k ** 4
-    E, E2 = torch.exp(h * lin), torch.exp(h * lin / 2)
-    r = torch.exp(1j * math.pi * (torch.arange(1, 17, dtype=torch.float64) - 0.5) / 16)
-    LR = h * lin[:, None] + r[None, :]
-    Q = h * ((torch.exp(LR / 2) - 1) / LR).mean(1).real
-    f1 = h * ((-4 - LR + torch.exp(LR) * (4 - 3 * LR + LR ** 2)) / LR ** 3).mean(1).real
-    f2 = h * ((2 + LR + torch.exp(LR) * (-2 + LR)) / LR ** 3).mean(1).real
-    f3 = h * ((-4 - 3 * LR - LR ** 2 + torch.exp(LR) * (4 - LR)) / LR ** 3).mean(1).real
-    g = -0.5j * k
-
-    def nonlinear(v):
-        return g * torch.fft.rfft(torch.fft.irfft(v, n) ** 2)
-
-    def step(v):
-        Nv = nonlinear(v)
-        a = E2 * v + Q * Nv
-        Na = nonlinear(a)
-        b = E2 * v + Q * Na
-        Nb = nonlinear(b)
-        c = E2 * a + Q * (2 * Nb - Nv)
-        return E * v + Nv * f1 + 2 * (Na + Nb) * f2 + nonlinear(c) * f3
-
-    x = torch.arange(n, dtype=torch.float64) * LENGTH / n
-    gen = torch.Generator().manual_seed(seed)
-    u = sum(torch.randn(1, generator=gen, dtype=torch.float64) * torch.cos(2 * math.pi * m * x / LENGTH + m)
-            for m in range(1, 4))
-    v = torch.fft.rfft(u)
-    per = round(INTERVAL / h)
-    for _ in range(round(100 / h)):  # burn-in onto the attractor
-        v = step(v)
-    states = []
-    for _ in range(samples + 1):
-        states.append(torch.fft.irfft(v, n))
-        for _ in range(per):
-            v = step(v)
-    states = torch.stack(states)
+    """``(u0, u1)``: ``(samples, n)`` KS states 0.25 apart, by ETDRK4 in torch (the
+    example's solver, examples/ks_pde.py: the same data as the example trains on)."""
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    from ks_pde import ks_trajectory
+    states = ks_trajectory(n, samples + 1, INTERVAL, seed, burn_in=100.0)
     return states[:-1], states[1:]
 
 
