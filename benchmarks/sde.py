@@ -288,7 +288,7 @@ def make_sampler(lib, sampler, size, hint, seed):
     if sampler == "stored points":
         return StoredPointsPath(size, seed)
     if sampler == "BrownianPath":
-        return m.BrownianPath(t0=0.0, w0=w0, entropy=seed)
+        return m.BrownianPath(t0=0.0, w0=w0)  # no entropy argument in torchsde 0.2.6
     return m.BrownianTree(t0=0.0, t1=1.0, w0=w0, tol=1e-5, entropy=seed)
 
 
@@ -351,8 +351,10 @@ def alternate(task, per_lib_kwargs, repeats, pythons):
     out = {lib: [] for lib in per_lib_kwargs}
     for r in range(repeats):
         for lib, kwargs in per_lib_kwargs.items():
+            t = time.perf_counter()
             out[lib].append(run_worker(__file__, dict(kwargs, lib=lib), task=task, python=pythons[lib],
                                        timeout=900))
+            print(f"    round {r + 1}, {lib}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
     return out
 
 
