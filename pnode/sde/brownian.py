@@ -174,6 +174,12 @@ class BrownianInterval(BaseBrownian):
         self._by_points = not self._have_H
         self._bitgen = np.random.Philox(key=0)
         self._npgen = np.random.Generator(self._bitgen)
+        self._philox_key = np.array([0, self._stream], np.uint64)
+        self._philox_state = {
+            "bit_generator": "Philox",
+            "state": {"counter": np.zeros(4, np.uint64), "key": self._philox_key},
+            "buffer": np.zeros(4, np.uint64), "buffer_pos": 4, "has_uint32": 0, "uinteger": 0,
+        }
 
     # ------------------------------------------------------------------ properties
     @property
@@ -371,13 +377,10 @@ class BrownianInterval(BaseBrownian):
     def _seed_generator(self, seed):
         # Philox is counter-based: keying it with (stream, node seed) gives every node
         # its own independent stream with no state carried between nodes.
-        self._bitgen.state = {
-            "bit_generator": "Philox",
-            "state": {"counter": np.zeros(4, np.uint64),
-                      "key": np.array([seed, self._stream], np.uint64)},
-            "buffer": np.zeros(4, np.uint64), "buffer_pos": 4,
-            "has_uint32": 0, "uinteger": 0,
-        }
+        # The state dict is built once and only its key's first word changes: the
+        # setter copies it, so reusing it is safe and saves building arrays per node.
+        self._philox_key[0] = seed
+        self._bitgen.state = self._philox_state
 
     def _normals(self, seed, count, shape=None):
         self._seed_generator(seed)
@@ -546,36 +549,35 @@ class BrownianInterval(BaseBrownian):
         x = self._cache_get(key)
         if x is not None:
             return x
+        # Lévy-Ciesielski form of the bisection: W(s) - W(n.a) is the interpolation of v
+        # plus, for every node [lo, hi] on the way down to s, that node's midpoint normal
+        # times its bridge standard deviation times the tent function at s (1 at the
+        # midpoint, 0 at lo and hi): O(1) scalar work per level.
         lo, hi = n.a, n.b
-        c_lo, c_hi = [0.0], [1.0]  # W(lo) - W(n.a), W(hi) - W(n.a) on [v, xi_1, xi_2, ...]
+        coef = [(s - lo) / (hi - lo)]  # on [v, xi_1, xi_2, ...]
         seeds = []
         seed, level = n.seed, n.level
         while True:
             m = lo + 0.5 * (hi - lo)
             if not lo < m < hi or level >= _MAX_SUBCELL_LEVEL or hi - lo <= self._tol:
-                # Below float (or the depth cap's) resolution: interpolate linearly.
-                w = (s - lo) / (hi - lo)
-                c = [(1.0 - w) * a + w * b for a, b in zip(c_lo, c_hi)]
-                break
-            w = (m - lo) / (hi - lo)
-            c = [(1.0 - w) * a + w * b for a, b in zip(c_lo, c_hi)]
-            c.append(math.sqrt((m - lo) * (hi - m) / (hi - lo)))
+                break  # below float (or the depth cap's) resolution: linear from here
+            sd = math.sqrt((m - lo) * (hi - m) / (hi - lo))
             seeds.append(seed)
             if s == m:
+                coef.append(sd)
                 break
             if s < m:
-                hi, c_hi = m, c
-                c_lo.append(0.0)
-                seed = _mix64(seed ^ _LEFT)
+                coef.append(sd * ((s - lo) / (m - lo)))
+                hi, seed = m, _mix64(seed ^ _LEFT)
             else:
-                lo, c_lo = m, c
-                c_hi.append(0.0)
-                seed = _mix64(seed ^ _RIGHT)
+                coef.append(sd * ((hi - s) / (hi - m)))
+                lo, seed = m, _mix64(seed ^ _RIGHT)
             level += 1
         xi = np.empty((len(seeds),) + tuple(self._size), dtype=self._np_dtype)
         for k, sd in enumerate(seeds):
             self._seed_generator(sd)
             self._npgen.standard_normal(out=xi[k], dtype=self._np_dtype)
+        c = coef
         noise = np.tensordot(np.asarray(c[1:len(seeds) + 1]), xi, axes=1)
         x = torch.from_numpy(np.asarray(noise)).to(device=self._device, dtype=self._dtype)
         x = x.add_(v, alpha=c[0])
