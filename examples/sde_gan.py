@@ -168,10 +168,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=DefaultsOnceFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--iterations", type=int, default=1500, help="training iterations")
+    p.add_argument("--iterations", type=int, default=1000, help="training iterations")
     p.add_argument("--batch", type=int, default=128, help="real and generated paths per iteration")
     p.add_argument("--t-size", type=int, default=32, help="number of observation times 0, 1, ...")
-    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate of both networks")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of both networks")
     p.add_argument("--clip", type=float, default=0.2, help="discriminator weight-clipping bound")
     p.add_argument("--seed", type=int, default=0, help="seed for data, weights and noise")
     p.add_argument("--out", default="sde_gan.png", help="output PNG ('' for none)")
