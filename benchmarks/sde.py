@@ -27,10 +27,11 @@ Rows (torch on 1 thread, float32):
   (BrownianPath, BrownianTree with tol = 1e-5) on the same patterns, in each library (the
   paper: up to 10.6x).
 
-pnode's hint-less BrownianInterval is order-independent (the path is a function of the
-entropy alone, bisected to float resolution); torchsde's default splits at the query
-points, so its path depends on the order of the queries. torchsde's own order-independent
-mode (``halfway_tree=True``, which needs ``tol > 0``: 1e-12 here) is measured as well.
+Each library offers two kinds of tree and both are measured, like against like:
+order-independent (pnode's default; torchsde's ``halfway_tree=True``, which needs
+``tol > 0``: 1e-12 here), whose path is a function of the entropy alone, and split at the
+query points (torchsde's default; pnode's ``split_at_queries=True``), one normal draw per
+new point, whose path depends on the order of the queries.
 
 Run (after ``python -m venv /tmp/tsde && /tmp/tsde/bin/pip install torch==2.13.0
 torchsde==0.2.6``)::
@@ -268,8 +269,8 @@ def query_patterns():
     (its float32 times) plus a fixed-step solver's forward and backward sweep."""
     seq = torch.linspace(0.0, 1.0, 100).tolist()
     rnd = torch.empty(100).uniform_(0.0, 1.0, generator=torch.Generator().manual_seed(456789)).tolist()
-    n = 1000
-    grid = [(k / n, (k + 1) / n) for k in range(n)]
+    n, dt = 1000, 1e-3
+    grid = [(k * dt, (k + 1) * dt if k + 1 < n else 1.0) for k in range(n)]  # the hint's grid
     return {
         "sequential": ([(a, b) for a, b in zip(seq[:-1], seq[1:])], None),
         "random access": ([(min(a, b), max(a, b)) for a, b in zip(rnd[:-1], rnd[1:])], None),
@@ -281,6 +282,8 @@ def make_sampler(lib, sampler, size, hint, seed):
     m = load(lib)
     if sampler == "BrownianInterval":
         return m.BrownianInterval(0.0, 1.0, size=size, dt=hint, entropy=seed)
+    if sampler == "BrownianInterval (split_at_queries)":
+        return m.BrownianInterval(0.0, 1.0, size=size, dt=hint, entropy=seed, split_at_queries=True)
     if sampler == "BrownianInterval (halfway_tree)":
         return m.BrownianInterval(0.0, 1.0, size=size, dt=hint, entropy=seed, halfway_tree=True,
                                   tol=1e-12)
@@ -323,19 +326,32 @@ class StoredPointsPath:
 
 
 # torchsde 0.2.6's BrownianPath and BrownianTree (and pnode.sde's, which follow its API) are
-# wrappers of BrownianInterval; "stored points" is the pre-0.2 algorithm.
-SAMPLERS = {"pnode": ("BrownianInterval", "BrownianPath", "BrownianTree", "stored points"),
-            "torchsde": ("BrownianInterval", "BrownianInterval (halfway_tree)", "BrownianPath",
-                         "BrownianTree")}
+# wrappers of BrownianInterval; "stored points" is the pre-0.2 algorithm. Without a step
+# hint a 2000-query sweep at the large sizes would take minutes for the order-independent
+# samplers: the earlier samplers are compared at the small size (all patterns) and the
+# large one (torchsde's two patterns).
+ALL, TORCHSDE_PATTERNS = ("sequential", "random access", "solver sweep (dt=1e-3, hint)"), ("sequential", "random access")
+EARLIER = [("small 128x5", ALL), ("large 256x128", TORCHSDE_PATTERNS)]
+PLAN = {
+    "pnode": [("BrownianInterval", [(size, ALL) for size in SIZES]),
+              ("BrownianInterval (split_at_queries)", [(size, ALL) for size in SIZES])]
+    + [(s, EARLIER) for s in ("BrownianPath", "BrownianTree", "stored points")],
+    "torchsde": [("BrownianInterval", [(size, ALL) for size in SIZES]),
+                 ("BrownianInterval (halfway_tree)", [(size, TORCHSDE_PATTERNS) for size in SIZES])]
+    + [(s, EARLIER) for s in ("BrownianPath", "BrownianTree")],
+}
 
 
-def brownian_worker(lib, samplers, sizes, seed):
-    """Seconds for one pass of each pattern on a fresh sampler: {sampler|size|pattern: s}."""
+def brownian_worker(lib, seed):
+    """Seconds for one pass of each pattern of ``PLAN[lib]`` on a fresh sampler:
+    {"sampler|size|pattern": s}."""
     torch.set_num_threads(1)
     out = {}
-    for sampler in samplers:
-        for size_name in sizes:
-            for pattern, (queries, hint) in query_patterns().items():
+    patterns = query_patterns()
+    for sampler, sizes in PLAN[lib]:
+        for size_name, names in sizes:
+            for pattern in names:
+                queries, hint = patterns[pattern]
                 bm = make_sampler(lib, sampler, SIZES[size_name], hint, seed)
                 t = time.perf_counter()
                 for a, b in queries:
@@ -378,8 +394,7 @@ def measure_training(args, pythons):
 
 def measure_brownian(args, pythons):
     print("  Brownian queries ...", file=sys.stderr)
-    sizes = list(SIZES)
-    res = alternate("brownian", {lib: dict(samplers=SAMPLERS[lib], sizes=sizes, seed=1) for lib in LIBS},
+    res = alternate("brownian", {lib: dict(seed=1) for lib in LIBS},
                     args.bm_repeats, pythons)
     return {lib: {k: [r[k] for r in rs] for k in rs[0]} for lib, rs in res.items()}
 
@@ -411,7 +426,7 @@ def report(args, train, bm, load_avg, tsde_versions, png_rel):
         "# Neural-SDE benchmark: pnode.sde vs torchsde",
         "",
         f"Generated by `python benchmarks/sde.py --repeats {args.repeats} --steps {args.steps} "
-        f"--bm-repeats {args.bm_repeats}` on {machine(('torch', 'pnode'), threads='1 thread')}; "
+        f"--bm-repeats {args.bm_repeats}`{' (--quick)' if args.quick else ''} on {machine(('torch', 'pnode'), threads='1 thread')}; "
         f"torchsde {tsde_versions[0]} with torch {tsde_versions[1]} in its own venv; "
         f"{datetime.date.today().isoformat()}. Load average (1 min) {load_avg[0]:.1f} at the "
         f"start, {load_avg[1]:.1f} at the end: above 2 the 2-core machine was shared and "
@@ -445,23 +460,30 @@ def report(args, train, bm, load_avg, tsde_versions, png_rel):
         "",
         "Seconds for one pass over the pattern on a fresh sampler (sequential and random "
         "access: 99 queries, no step hint, torchsde's benchmarks/brownian.py; solver sweep: "
-        "2000 queries with the step as hint). torchsde's `halfway_tree=True` (with "
-        "`tol=1e-12`) is its order-independent mode, the guarantee pnode's BrownianInterval "
-        "always gives.",
+        "2000 queries on the hint's grid).",
         "",
-        "| sampler | size | pattern | pnode (s) | torchsde (s) | torchsde / pnode |",
-        "|---|---|---|---:|---:|---:|",
+        "Two kinds of tree: order-independent (pnode's default; torchsde's "
+        "`halfway_tree=True`, with `tol=1e-12`: the path is a function of the entropy "
+        "alone) and split at the queries (torchsde's default; pnode's "
+        "`split_at_queries=True`: one draw per new point, the path depends on the order "
+        "of the queries). Ratios > 1: pnode faster.",
+        "",
+        "| size | pattern | pnode order-indep. (s) | torchsde halfway_tree (s) | ratio | "
+        "pnode split_at_queries (s) | torchsde default (s) | ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for key, tv in bm["torchsde"].items():
+    for key in bm["pnode"]:
         sampler, size, pattern = key.split("|")
-        if sampler in ("BrownianPath", "BrownianTree"):
+        if sampler != "BrownianInterval":
             continue
-        pv = bm["pnode"].get(key)
-        if pv is None and sampler.endswith("(halfway_tree)"):
-            pv = bm["pnode"].get(key.replace(" (halfway_tree)", ""))
-        ps = "-" if pv is None else _fmt_s(pv)
-        ratio = "-" if pv is None else f"{statistics.median(tv) / statistics.median(pv):.2f}x"
-        lines.append(f"| {sampler} | {size} | {pattern} | {ps} | {_fmt_s(tv)} | {ratio} |")
+        pairs = [(bm["pnode"][key], bm["torchsde"].get(f"BrownianInterval (halfway_tree)|{size}|{pattern}")),
+                 (bm["pnode"].get(f"BrownianInterval (split_at_queries)|{size}|{pattern}"),
+                  bm["torchsde"].get(key))]
+        cells = []
+        for pv, tv in pairs:
+            cells += [_fmt_s(pv) if pv else "-", _fmt_s(tv) if tv else "-",
+                      f"{statistics.median(tv) / statistics.median(pv):.2f}x" if pv and tv else "-"]
+        lines.append(f"| {size} | {pattern} | " + " | ".join(cells) + " |")
     lines += ["", "Claim 2 (BrownianInterval up to 10.6x faster than the earlier samplers): "
               "time of another sampler / BrownianInterval time, same library, size and "
               "pattern. In torchsde 0.2.6 (and pnode.sde, which follows its API) BrownianPath "
@@ -477,20 +499,19 @@ def report(args, train, bm, load_avg, tsde_versions, png_rel):
             if sampler != "BrownianInterval":
                 continue
             base = statistics.median(v)
-            path = statistics.median(bm[lib][f"BrownianPath|{size}|{pattern}"]) / base
-            tree = statistics.median(bm[lib][f"BrownianTree|{size}|{pattern}"]) / base
-            stored = bm[lib].get(f"stored points|{size}|{pattern}")
-            stored = "-" if stored is None else f"{statistics.median(stored) / base:.2f}x"
-            lines.append(f"| {lib} | {size} | {pattern} | {path:.2f}x | {tree:.2f}x | {stored} |")
+            cells = []
+            for other in ("BrownianPath", "BrownianTree", "stored points"):
+                o = bm[lib].get(f"{other}|{size}|{pattern}")
+                cells.append("-" if o is None else f"{statistics.median(o) / base:.2f}x")
+            if cells != ["-"] * 3:
+                lines.append(f"| {lib} | {size} | {pattern} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Notes: a hint-less pnode BrownianInterval resolves a new query point by bisection to "
-        "float64 resolution (one normal draw per level, 25-50 levels), the price of a path "
-        "that is a function of the entropy alone whatever the order of the queries; "
-        "torchsde's default splits at the query points (one draw per new point, a path that "
-        "depends on the query order), its `halfway_tree=True` bisects as pnode does. "
-        "pnode's solvers never take the hint-less path: a BrownianInterval handed to (or "
-        "created by) pnode's sdeint has a node on every solver step.",
+        "Notes: an order-independent tree resolves a new query point off its grid by "
+        "bisection to float resolution (one normal draw per level, 25-50 levels): the "
+        "price of a path that is a function of the entropy alone. pnode's solvers do not "
+        "pay it on fixed steps: a BrownianInterval handed to pnode's sdeint adopts the "
+        "solver's grid, and the one sdeint creates itself (bm=None) splits at the queries.",
         "",
     ]
     return "\n".join(lines)
@@ -502,7 +523,7 @@ def _fmt_s(v):
 
 
 def plot(train, bm, path):
-    """Three panels: training steps, Brownian queries (pnode vs torchsde), the claims."""
+    """Two panels: training steps; BrownianInterval queries (both kinds of tree)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -524,14 +545,15 @@ def plot(train, bm, path):
     ax.legend(fontsize=8)
     ax = axes[1]
     keys = [k for k in bm["pnode"] if k.startswith("BrownianInterval|")]
-    series = [("pnode", "pnode", lambda k: k),
-              ("torchsde", "torchsde", lambda k: k),
-              ("torchsde halfway_tree", "torchsde",
-               lambda k: k.replace("BrownianInterval|", "BrownianInterval (halfway_tree)|"))]
-    for i, (label, lib, tr) in enumerate(series):
-        meds = [statistics.median(bm[lib][tr(k)]) for k in keys]
-        ax.bar([k + 0.27 * i for k in range(len(keys))], meds, 0.27, color=colors[label], label=label)
-    ax.set_xticks([k + 0.27 for k in range(len(keys))])
+    series = [("pnode order-independent", "pnode", "BrownianInterval|", "tab:blue"),
+              ("torchsde halfway_tree", "torchsde", "BrownianInterval (halfway_tree)|", "tab:gray"),
+              ("pnode split_at_queries", "pnode", "BrownianInterval (split_at_queries)|", "tab:cyan"),
+              ("torchsde default", "torchsde", "BrownianInterval|", "tab:orange")]
+    for i, (label, lib, prefix, color) in enumerate(series):
+        ks = [k.replace("BrownianInterval|", prefix) for k in keys]
+        meds = [statistics.median(bm[lib][k]) if k in bm[lib] else float("nan") for k in ks]
+        ax.bar([j + 0.2 * i for j in range(len(keys))], meds, 0.2, color=color, label=label)
+    ax.set_xticks([k + 0.3 for k in range(len(keys))])
     ax.set_xticklabels([k.split("|", 1)[1].replace("|", "\n").replace(" (dt", "\n(dt") for k in keys],
                        fontsize=7)
     ax.set_yscale("log")
@@ -552,6 +574,8 @@ def main():
     p.add_argument("--repeats", type=int, default=3, help="worker rounds per training workload and library")
     p.add_argument("--steps", type=int, default=5, help="timed training steps per worker")
     p.add_argument("--bm-repeats", type=int, default=3, help="worker rounds for the Brownian queries")
+    p.add_argument("--quick", action="store_true",
+                   help="one round, two steps (a check that it runs; benchmarks/run_all.py --quick)")
     p.add_argument("--out", default=DOC, help="markdown output ('' for none)")
     p.add_argument("--png", default=PNG, help="figure output ('' for none)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -559,6 +583,8 @@ def main():
     if args.worker:
         return serve(args.worker, {"train": train_worker, "brownian": brownian_worker})
     sys.argv = sys.argv[:1]  # pnode hands sys.argv to PETSc on import: ours are not its options
+    if args.quick:
+        args.repeats, args.steps, args.bm_repeats = 1, 2, 1
     tsde, versions = torchsde_python(args.torchsde_python)
     pythons = {"pnode": sys.executable, "torchsde": tsde}
     load_start = load_average()
