@@ -538,7 +538,7 @@ def plot(train, bm, path):
         ax.barh([k + 0.4 * i for k in range(len(names))], meds, 0.4, xerr=[lo, hi],
                 color=colors[lib], label=lib)
     ax.set_yticks([k + 0.2 for k in range(len(names))])
-    ax.set_yticklabels([n.replace(" (", "\n(").replace(", ", ",\n") for n in names], fontsize=8)
+    ax.set_yticklabels([n.replace(" (", "\n(", 1).replace("step, ", "step,\n") for n in names], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("ms per training step (median, min-max)")
     ax.set_title("training steps")
@@ -554,8 +554,8 @@ def plot(train, bm, path):
         meds = [statistics.median(bm[lib][k]) if k in bm[lib] else float("nan") for k in ks]
         ax.bar([j + 0.2 * i for j in range(len(keys))], meds, 0.2, color=color, label=label)
     ax.set_xticks([k + 0.3 for k in range(len(keys))])
-    ax.set_xticklabels([k.split("|", 1)[1].replace("|", "\n").replace(" (dt", "\n(dt") for k in keys],
-                       fontsize=7)
+    short = {"sequential": "sequential", "random access": "random", "solver sweep (dt=1e-3, hint)": "solver sweep"}
+    ax.set_xticklabels([f"{k.split('|')[1].split()[1]}\n{short[k.split('|')[2]]}" for k in keys], fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("seconds per pass (median)")
     ax.set_title("BrownianInterval queries (torchsde's benchmark sizes)")
