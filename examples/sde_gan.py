@@ -218,7 +218,7 @@ def main(argv=None):
     with torch.no_grad():
         fake = generator(ts, 2048)
     real = data[:2048]
-    idx = [len(ts) // 4, len(ts) // 2, len(ts) - 1]
+    idx = [0, len(ts) // 4, len(ts) // 2, len(ts) - 1]
     for k, (rs, fs) in zip(idx, zip(marginal_stats(real, idx), marginal_stats(fake, idx))):
         print(f"t = {ts[k].item():4.0f}: real mean {rs[0]:+.3f} std {rs[1]:.3f} | "
               f"generated mean {fs[0]:+.3f} std {fs[1]:.3f}")

@@ -229,3 +229,14 @@ def test_brownian_split_at_queries_statistics_and_memory():
     for k in range(4096):
         grid(k / 4096, (k + 1) / 4096)
     assert not grid._qroots and len(grid._cache) <= 32
+
+
+@pytest.mark.parametrize("size", [(), (0,), (5,), (2, 3)])
+def test_brownian_point_queries_any_size(size):
+    """Off-grid points of a scalar (size ()) or empty motion have the motion's shape
+    (torchsde's test_shape); with a coarse tol the point is interpolated."""
+    for tol in (0.0, 0.5):
+        bm = pnode.BrownianInterval(0.0, 1.0, size=size, entropy=1, tol=tol)
+        w = bm(0.3, 0.77)
+        assert w.shape == torch.Size(size)
+        assert torch.allclose(bm(0.3) + w, bm(0.77), atol=1e-12)

@@ -109,7 +109,7 @@ def test_sde_gan_runs(tmp_path):
                       "--out", png).stdout
     assert "iteration     3" in out and "trained 3 iterations" in out
     stats = re.findall(r"generated mean (\S+) std (\S+)", out)
-    assert len(stats) == 3 and all(float(sd) >= 0 for _, sd in stats), out
+    assert len(stats) == 4 and all(float(sd) >= 0 for _, sd in stats), out
     assert png.exists() and png.stat().st_size > 10000
 
 

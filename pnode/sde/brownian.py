@@ -624,9 +624,10 @@ class BrownianInterval(BaseBrownian):
                 lo, seed = m, _mix64(seed ^ _RIGHT)
             level += 1
         xi = np.empty((len(seeds),) + tuple(self._size), dtype=self._np_dtype)
+        rows = xi.reshape(len(seeds), math.prod(self._size))  # a row per level, even for size ()
         for k, sd in enumerate(seeds):
             self._seed_generator(sd)
-            self._npgen.standard_normal(out=xi[k], dtype=self._np_dtype)
+            self._npgen.standard_normal(out=rows[k], dtype=self._np_dtype)
         c = coef
         noise = np.tensordot(np.asarray(c[1:len(seeds) + 1]), xi, axes=1)
         x = torch.from_numpy(np.asarray(noise)).to(device=self._device, dtype=self._dtype)
