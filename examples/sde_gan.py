@@ -76,6 +76,11 @@ class Generator(nn.Module):
         self.drift = mlp(1 + hidden, hidden, width, tanh=True)
         self.diffusion = mlp(1 + hidden, hidden * noise, width, tanh=True)
         self.readout = nn.Linear(hidden, 1)
+        # A wider initial distribution at the start: with PyTorch's default scale the
+        # generated X(0) starts almost deterministic and the clipped critic barely sees it.
+        with torch.no_grad():
+            for prm in self.initial.parameters():
+                prm.mul_(3.0)
 
     def f(self, t, x):
         return self.drift(torch.cat([t.expand(x.size(0), 1), x], 1))
@@ -168,7 +173,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=DefaultsOnceFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--iterations", type=int, default=1000, help="training iterations")
+    p.add_argument("--iterations", type=int, default=1500, help="training iterations")
     p.add_argument("--batch", type=int, default=128, help="real and generated paths per iteration")
     p.add_argument("--t-size", type=int, default=32, help="number of observation times 0, 1, ...")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of both networks")
