@@ -177,3 +177,66 @@ def test_brownian_errors():
     assert bm(0.1, 0.2).dtype == torch.float64
     bm32 = pnode.BrownianInterval(0.0, 1.0, size=(2,), dtype=torch.float32, entropy=0)
     assert bm32(0.1, 0.2).dtype == torch.float32
+
+
+@pytest.mark.parametrize("levy", ["none", "space-time"])
+@pytest.mark.parametrize("dt", [None, 0.03])
+def test_brownian_split_at_queries(levy, dt):
+    """torchsde's default tree: additive, repeatable for the same queries in the same
+    order (also after the value cache has evicted them), one normal draw per new point."""
+    rng = random.Random(6)
+    kw = dict(size=(3, 4), entropy=5, dt=dt, levy_area_approximation=levy,
+              split_at_queries=True, cache_size=8)
+    bm = pnode.BrownianInterval(-1.0, 2.0, **kw)
+    queries = []
+    for _ in range(20):
+        a, b, c = sorted(rng.uniform(-1.0, 2.0) for _ in range(3))
+        queries += [(a, c), (a, b), (b, c)]
+    vals = [bm(a, b, return_H=True) if levy != "none" else (bm(a, b),) for a, b in queries]
+    for k in range(0, len(queries), 3):
+        (wac, *hac), (wab, *hab), (wbc, *hbc) = vals[k:k + 3]
+        assert (wac - wab - wbc).abs().max() <= 1e-12
+        if levy != "none":
+            (a, b), (_, c) = queries[k + 1], queries[k + 2]
+            h = ((b - a) * hab[0] + (c - b) * hbc[0] + 0.5 * ((c - b) * wab - (b - a) * wbc)) / (c - a)
+            assert (h - hac[0]).abs().max() <= 1e-12
+    for (a, b), v in zip(reversed(queries), reversed(vals)):  # evicted long ago: rebuilt
+        assert torch.equal(bm(a, b), v[0])
+    fresh = pnode.BrownianInterval(-1.0, 2.0, **kw)
+    assert all(torch.equal(fresh(a, b), v[0]) for (a, b), v in zip(queries, vals))
+    # A new point inside a known interval (value cached) is one bridge sample: one
+    # normal draw, where the order-independent tree draws one per bisection level.
+    bm = pnode.BrownianInterval(-1.0, 2.0, **dict(kw, cache_size=None))
+    bm(0.121, 0.149)
+    calls = []
+    orig = bm._normals
+    bm._normals = lambda *args, **kws: calls.append(1) or orig(*args, **kws)
+    bm(0.1234567891, 0.1456789)
+    assert len(calls) == 2
+
+
+def test_brownian_split_at_queries_statistics_and_memory():
+    bm = pnode.BrownianInterval(0.0, 1.0, size=(20000,), entropy=11, split_at_queries=True)
+    rng = random.Random(7)
+    for a, b in _random_intervals(rng, 10):
+        bm(a, b)
+    x, y = bm(0.3, 0.31), bm(0.31, 0.7)
+    assert _z_var(x, 0.01) < 4.5 and _z_var(y, 0.39) < 4.5 and _z_mean(x, 0.01) < 4.5
+    assert abs(torch.corrcoef(torch.stack([x, y]))[0, 1].item()) < 4.5 / math.sqrt(20000)
+    # A solver that only queries its grid splits no cell: nothing is kept.
+    grid = pnode.BrownianInterval(0.0, 1.0, size=(2,), entropy=3, dt=1.0 / 4096,
+                                  split_at_queries=True, cache_size=32)
+    for k in range(4096):
+        grid(k / 4096, (k + 1) / 4096)
+    assert not grid._qroots and len(grid._cache) <= 32
+
+
+@pytest.mark.parametrize("size", [(), (0,), (5,), (2, 3)])
+def test_brownian_point_queries_any_size(size):
+    """Off-grid points of a scalar (size ()) or empty motion have the motion's shape
+    (torchsde's test_shape); with a coarse tol the point is interpolated."""
+    for tol in (0.0, 0.5):
+        bm = pnode.BrownianInterval(0.0, 1.0, size=size, entropy=1, tol=tol)
+        w = bm(0.3, 0.77)
+        assert w.shape == torch.Size(size)
+        assert torch.allclose(bm(0.3) + w, bm(0.77), atol=1e-12)

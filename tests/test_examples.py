@@ -11,7 +11,9 @@ seconds of solving (helpers.run_example asserts a zero exit):
   all; the timeouts leave room for a loaded machine, where starting Python with torch,
   PETSc and scikit-learn alone can take 15 s of wall time;
 - cnf.py: a few iterations on 1 rank (with the PNG) and under ``mpiexec -n 2``
-  (data-parallel, Hutchinson trace on the digits data).
+  (data-parallel, Hutchinson trace on the digits data);
+- sde_gan.py: three tiny iterations (reversible Heun adjoint generator, CDE discriminator)
+  with the PNG.
 """
 import re
 
@@ -107,6 +109,17 @@ def test_example_two_ranks_digits():
     assert "on 2 rank(s)" in out and "trace=hutchinson" in out
     nll, gauss = cnf_nll_line(out)
     assert abs(nll) < 1e4 and abs(gauss) < 1e4
+
+
+# ---------------------------------------------------------------- sde_gan
+def test_sde_gan_runs(tmp_path):
+    png = tmp_path / "gan.png"
+    out = run_example("sde_gan.py", "--iterations", "3", "--batch", "16", "--t-size", "6",
+                      "--out", png).stdout
+    assert "iteration     3" in out and "trained 3 iterations" in out
+    stats = re.findall(r"generated mean (\S+) std (\S+)", out)
+    assert len(stats) == 4 and all(float(sd) >= 0 for _, sd in stats), out
+    assert png.exists() and png.stat().st_size > 10000
 
 
 # ---------------------------------------------------------------- --help

@@ -63,9 +63,10 @@ class _Node:
     ``None``; ``level`` counts bisections below the cell level.
     """
 
-    __slots__ = ("a", "b", "i", "j", "level", "seed", "parent")
+    __slots__ = ("a", "b", "i", "j", "level", "seed", "parent", "split", "kids")
 
     def __init__(self, a, b, i, j, level, seed, parent):
+        self.split = self.kids = None  # in-cell node of a split_at_queries tree: kept
         self.a = a
         self.b = b
         self.i = i
@@ -110,6 +111,14 @@ class BrownianInterval(BaseBrownian):
             variance ``h^2/12`` (Davie) or ``h^2/20 + h/5 (H_i^2 + H_j^2)`` (Foster), so
             that ``A_ij`` has the exact variance ``h^2/4``; areas of unions of nodes
             follow Chen's relation.
+        split_at_queries: pnode's switch to torchsde's default tree (its
+            ``halfway_tree=False``): inside a cell, an interval is split at the query
+            point that falls in it, so a new point costs one bridge sample (one normal
+            draw) instead of one per bisection level; the path is then a function of
+            ``entropy`` *and of the order of the queries* (repeated queries still agree
+            bit for bit, increments still add up), and the tree's structure is kept, so
+            memory grows with the number of distinct query points. Default ``False``:
+            the order-independent tree described above.
         W, H: the increment and space-time Lévy area over ``[t0, t1]`` (default:
             drawn). ``W`` also gives ``size``, ``dtype`` and ``device`` when they are
             not passed.
@@ -121,7 +130,7 @@ class BrownianInterval(BaseBrownian):
 
     def __init__(self, t0=0.0, t1=1.0, size=None, dtype=None, device=None, entropy=None,
                  dt=None, tol=0.0, pool_size=8, cache_size=45, halfway_tree=False,
-                 levy_area_approximation="none", W=None, H=None):
+                 levy_area_approximation="none", W=None, H=None, split_at_queries=False):
         t0 = _as_time(t0, "t0")
         t1 = _as_time(t1, "t1")
         if not t0 < t1:
@@ -171,9 +180,17 @@ class BrownianInterval(BaseBrownian):
         self._last = self._root
         self._cache: OrderedDict = OrderedDict()
         self._queried = False
-        self._by_points = not self._have_H
+        self._qsplit = bool(split_at_queries)
+        self._qroots = {}  # (a, b) -> the kept node of a cell split inside (split_at_queries)
+        self._by_points = not self._have_H and not self._qsplit
         self._bitgen = np.random.Philox(key=0)
         self._npgen = np.random.Generator(self._bitgen)
+        self._philox_key = np.array([0, self._stream], np.uint64)
+        self._philox_state = {
+            "bit_generator": "Philox",
+            "state": {"counter": np.zeros(4, np.uint64), "key": self._philox_key},
+            "buffer": np.zeros(4, np.uint64), "buffer_pos": 4, "has_uint32": 0, "uinteger": 0,
+        }
 
     # ------------------------------------------------------------------ properties
     @property
@@ -212,6 +229,11 @@ class BrownianInterval(BaseBrownian):
     @property
     def cache_size(self):
         return None if self._cache_size == float("inf") else self._cache_size
+
+    @property
+    def split_at_queries(self) -> bool:
+        """Whether cells are split at the query points (torchsde's default tree)."""
+        return self._qsplit
 
     @property
     def halfway_tree(self):
@@ -345,10 +367,22 @@ class BrownianInterval(BaseBrownian):
         return True
 
     # ------------------------------------------------------------------ tree structure
-    def _mid(self, n):
-        """Split point of node ``n``, or ``None`` if it cannot be split further."""
+    def _mid(self, n, query=None):
+        """Split point of node ``n``, or ``None`` if it cannot be split further.
+
+        With ``split_at_queries``, an in-cell node keeps the split it was given first:
+        ``query`` (a time strictly inside ``n``) when ``n`` has none yet."""
         if n.i is not None and n.j - n.i > 1:
             return self._cells.time((n.i + n.j) // 2)
+        if self._qsplit:
+            if n.split is None and n.i is not None and (n.a, n.b) in self._qroots:
+                kept = self._qroots[(n.a, n.b)]  # n is a stale copy of a kept cell
+                n.split, n.kids = kept.split, kept.kids
+            if n.split is None and query is not None and n.a < query < n.b and n.b - n.a > self._tol:
+                n.split = query
+                if n.i is not None:  # a cell's first split: keep its node from now on
+                    self._qroots[(n.a, n.b)] = n
+            return n.split
         if n.level >= _MAX_SUBCELL_LEVEL or n.b - n.a <= self._tol:
             return None
         m = n.a + 0.5 * (n.b - n.a)
@@ -357,6 +391,28 @@ class BrownianInterval(BaseBrownian):
         return m
 
     def _children(self, n, m):
+        if self._qsplit:
+            return self._kept_children(n, m)
+        return self._new_children(n, m)
+
+    def _kept_children(self, n, m):
+        """Children in a split_at_queries tree: the node of a cell that has been split
+        and every node inside it are created once and kept (their splits are the tree's
+        structure); cells never split inside are rebuilt, so a solver that only queries
+        its grid keeps no nodes."""
+        if n.kids is not None:
+            return n.kids
+        left, right = self._new_children(n, m)
+        kids = []
+        for c in (left, right):
+            if c.i is not None and c.j - c.i == 1:
+                c = self._qroots.get((c.a, c.b), c)
+            kids.append(c)
+        if n.i is None or n.j - n.i == 1:  # in-cell: keep; above the cells: rebuilt
+            n.kids = tuple(kids)
+        return tuple(kids)
+
+    def _new_children(self, n, m):
         if n.i is not None and n.j - n.i > 1:
             k = (n.i + n.j) // 2
             li, lj, ri, rj, level = n.i, k, k, n.j, 0
@@ -371,13 +427,10 @@ class BrownianInterval(BaseBrownian):
     def _seed_generator(self, seed):
         # Philox is counter-based: keying it with (stream, node seed) gives every node
         # its own independent stream with no state carried between nodes.
-        self._bitgen.state = {
-            "bit_generator": "Philox",
-            "state": {"counter": np.zeros(4, np.uint64),
-                      "key": np.array([seed, self._stream], np.uint64)},
-            "buffer": np.zeros(4, np.uint64), "buffer_pos": 4,
-            "has_uint32": 0, "uinteger": 0,
-        }
+        # The state dict is built once and only its key's first word changes: the
+        # setter copies it, so reusing it is safe and saves building arrays per node.
+        self._philox_key[0] = seed
+        self._bitgen.state = self._philox_state
 
     def _normals(self, seed, count, shape=None):
         self._seed_generator(seed)
@@ -514,7 +567,7 @@ class BrownianInterval(BaseBrownian):
                 self._last = n
                 xb = v if tb == n.b else self._point(n, v, tb)
                 return xb if ta == n.a else xb - self._point(n, v, ta)
-            m = self._mid(n)
+            m = self._mid(n, tb if n.a < tb < n.b else ta)
             if m is None:
                 self._last = n
                 return self._partial(n, v, ta, tb)
@@ -546,36 +599,36 @@ class BrownianInterval(BaseBrownian):
         x = self._cache_get(key)
         if x is not None:
             return x
+        # Lévy-Ciesielski form of the bisection: W(s) - W(n.a) is the interpolation of v
+        # plus, for every node [lo, hi] on the way down to s, that node's midpoint normal
+        # times its bridge standard deviation times the tent function at s (1 at the
+        # midpoint, 0 at lo and hi): O(1) scalar work per level.
         lo, hi = n.a, n.b
-        c_lo, c_hi = [0.0], [1.0]  # W(lo) - W(n.a), W(hi) - W(n.a) on [v, xi_1, xi_2, ...]
+        coef = [(s - lo) / (hi - lo)]  # on [v, xi_1, xi_2, ...]
         seeds = []
         seed, level = n.seed, n.level
         while True:
             m = lo + 0.5 * (hi - lo)
             if not lo < m < hi or level >= _MAX_SUBCELL_LEVEL or hi - lo <= self._tol:
-                # Below float (or the depth cap's) resolution: interpolate linearly.
-                w = (s - lo) / (hi - lo)
-                c = [(1.0 - w) * a + w * b for a, b in zip(c_lo, c_hi)]
-                break
-            w = (m - lo) / (hi - lo)
-            c = [(1.0 - w) * a + w * b for a, b in zip(c_lo, c_hi)]
-            c.append(math.sqrt((m - lo) * (hi - m) / (hi - lo)))
+                break  # below float (or the depth cap's) resolution: linear from here
+            sd = math.sqrt((m - lo) * (hi - m) / (hi - lo))
             seeds.append(seed)
             if s == m:
+                coef.append(sd)
                 break
             if s < m:
-                hi, c_hi = m, c
-                c_lo.append(0.0)
-                seed = _mix64(seed ^ _LEFT)
+                coef.append(sd * ((s - lo) / (m - lo)))
+                hi, seed = m, _mix64(seed ^ _LEFT)
             else:
-                lo, c_lo = m, c
-                c_hi.append(0.0)
-                seed = _mix64(seed ^ _RIGHT)
+                coef.append(sd * ((hi - s) / (hi - m)))
+                lo, seed = m, _mix64(seed ^ _RIGHT)
             level += 1
         xi = np.empty((len(seeds),) + tuple(self._size), dtype=self._np_dtype)
+        rows = xi.reshape(len(seeds), math.prod(self._size))  # a row per level, even for size ()
         for k, sd in enumerate(seeds):
             self._seed_generator(sd)
-            self._npgen.standard_normal(out=xi[k], dtype=self._np_dtype)
+            self._npgen.standard_normal(out=rows[k], dtype=self._np_dtype)
+        c = coef
         noise = np.tensordot(np.asarray(c[1:len(seeds) + 1]), xi, axes=1)
         x = torch.from_numpy(np.asarray(noise)).to(device=self._device, dtype=self._dtype)
         x = x.add_(v, alpha=c[0])
@@ -588,7 +641,7 @@ class BrownianInterval(BaseBrownian):
         while n.a != ta:
             if self._by_points and n.j is not None and n.j - n.i == 1:
                 return self._combine(v - self._point(n, v, ta), n.b - ta, acc, acc_len)
-            m = self._mid(n)
+            m = self._mid(n, ta)
             if m is None:
                 piece = self._partial(n, v, ta, n.b)
                 return self._combine(piece, n.b - ta, acc, acc_len)
@@ -608,7 +661,7 @@ class BrownianInterval(BaseBrownian):
             if self._by_points and n.j is not None and n.j - n.i == 1:
                 self._last = n
                 return self._combine(acc, acc_len, self._point(n, v, tb), tb - n.a)
-            m = self._mid(n)
+            m = self._mid(n, tb)
             if m is None:
                 piece = self._partial(n, v, n.a, tb)
                 self._last = n
