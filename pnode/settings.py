@@ -207,14 +207,7 @@ def _grid(out):
                 kw[key] = _times(out[key])
             except (TypeError, ValueError) as err:
                 raise ValueError(f"options['{key}'] must be a 1-D tensor or sequence of finite times: {err}") from None
-    if "perturb" in out:
-        if not isinstance(out["perturb"], bool):
-            raise TypeError(f"options['perturb'] must be True or False, got {out['perturb']!r}")
-        kw["perturb"] = out["perturb"]
-    if "interpolate" in out:
-        if not isinstance(out["interpolate"], bool):
-            raise TypeError(f"options['interpolate'] must be True or False, got {out['interpolate']!r}")
-        kw["interpolate"] = out["interpolate"]
+    kw.update(_flags(out, "perturb", "interpolate"))
     if "grid_constructor" in out:
         kw["grid_constructor"] = _callable(out, "grid_constructor", "options['grid_constructor'] must be callable: "
                                                                     "grid_constructor(func, y0, t) -> times")
@@ -230,10 +223,7 @@ def _implicit(out):
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v <= 1:
             raise ValueError(f"options['theta'] must be a number in (0, 1], got {v!r}")
         kw["theta"] = float(v)
-    if "endpoint" in out:
-        if not isinstance(out["endpoint"], bool):
-            raise TypeError(f"options['endpoint'] must be True or False, got {out['endpoint']!r}")
-        kw["endpoint"] = out["endpoint"]
+    kw.update(_flags(out, "endpoint"))
     if out.get("jacobian") is not None:
         if out["jacobian"] not in JACOBIANS:
             raise ValueError(f"options['jacobian'] must be one of {', '.join(JACOBIANS)}, got {out['jacobian']!r}")
@@ -242,10 +232,7 @@ def _implicit(out):
         if isinstance(out["mass"], torch.Tensor) and not out["mass"].is_floating_point():
             raise TypeError(f"options['mass'] must be a real floating-point tensor, got {out['mass'].dtype}")
         kw["mass"] = out["mass"]
-    if "linear" in out:
-        if not isinstance(out["linear"], bool):
-            raise TypeError(f"options['linear'] must be True or False, got {out['linear']!r}")
-        kw["linear"] = out["linear"]
+    kw.update(_flags(out, "linear"))
     if out.get("sparsity") is not None:
         kw["sparsity"] = _sparsity(out["sparsity"])
         if kw.get("jacobian", "auto") not in ("auto",):
@@ -296,6 +283,17 @@ def _grid_sparsity(value):
     if len(periodic) != len(grid) or not all(isinstance(p, bool) for p in periodic):
         raise ValueError(f"options['sparsity']['periodic'] must be a bool or one bool per axis, got {value['periodic']!r}")
     return Sparsity(grid=tuple(int(g) for g in grid), stencil=int(stencil), periodic=periodic)
+
+
+def _flags(out, *keys):
+    """The boolean options among ``keys`` that ``out`` sets, checked to be True or False."""
+    flags = {}
+    for key in keys:
+        if key in out:
+            if not isinstance(out[key], bool):
+                raise TypeError(f"options['{key}'] must be True or False, got {out[key]!r}")
+            flags[key] = out[key]
+    return flags
 
 
 def _callable(out, key, message):
