@@ -68,16 +68,20 @@ class Dynamics:
         self.batched_backward = True  # several VJPs in one backward until the field refuses
         self.nudge = None  # a pnode.timegrid.Nudge when evaluations at step boundaries move inside
         self.store = None  # a pnode.graphs.GraphStore when the forward keeps its stage graphs
-        self._last_time = (None, None)  # (s, t tensor) of the last call, reused for the same s
+        self._times = {}  # s -> t tensor of recent calls: a step's stages share times (RK4: 3 of 4)
 
     def time(self, s):
         """The user time ``func`` sees at solver time ``s`` (0-d tensor, model dtype)."""
-        if self.nudge is None and self._last_time[0] == s:  # PETSc asks at the same stage time often
-            return self._last_time[1]
+        if self.nudge is None:
+            t = self._times.get(s)
+            if t is not None:
+                return t
         t = torch.tensor(self.clock.user(s), dtype=self.layout.dtype, device=self.layout.device)
         if self.nudge is not None:
             return self.nudge(s, t)
-        self._last_time = (s, t)
+        if len(self._times) >= 16:  # the current step's times and the next's are what recur
+            self._times.clear()
+        self._times[s] = t
         return t
 
     def __call__(self, s, u):
@@ -134,13 +138,15 @@ class Dynamics:
 
     def linearize(self, s, u64):
         """The :class:`Linearization` at ``(s, u)``, reusing a recent one at the same point."""
-        t = self.time(s)  # a nudged evaluation is another point than the unnudged one
+        # a nudged evaluation is another point than the unnudged one at the same s; without
+        # a nudge the time follows from s, and no time tensor is made for a point found
+        t = self.time(s) if self.nudge is not None else None
         for lin in reversed(self._recent):
-            if lin.s == s and (lin.t is t or bool(lin.t == t)) and torch.equal(lin.u64, u64):
+            if lin.s == s and (t is None or lin.t is t or bool(lin.t == t)) and torch.equal(lin.u64, u64):
                 return lin
-        lin = self.store.take(s, u64, t, self.nudge is not None) if self.store is not None else None
+        lin = self.store.take(s, u64, t, t is not None) if self.store is not None else None
         if lin is None:
-            lin = Linearization(self, s, u64.clone(), t)
+            lin = Linearization(self, s, u64.clone(), self.time(s) if t is None else t)
         self._recent = self._recent[-1:] + [lin]  # two points: CN linearises at t_n and t_n+1
         return lin
 

@@ -14,8 +14,6 @@ are freed when the adjoint ends. The bytes
 are those of the tensors autograd saved for the graph (parameters excluded), measured by a
 saved-tensors hook on the first evaluation of a solve and every 16th after it.
 """
-from collections import OrderedDict
-
 import torch
 
 from . import runtime
@@ -24,6 +22,11 @@ from . import runtime
 class GraphStore:
     """Graphs of recent forward evaluations, at most ``budget`` bytes (None: no limit).
 
+    The graphs are kept in the order they were built. PETSc's adjoint asks for them in
+    about the reverse order (a step's stages last to first, steps last to first), so a
+    lookup scans back from where the previous one matched and usually stops at once;
+    what it passes over (stages of rejected step attempts) is never asked for.
+
     Attributes:
         peak_bytes: the most bytes held at once during the last solve.
         kept_steps: how many distinct step start times had a graph when the forward ended.
@@ -31,18 +34,19 @@ class GraphStore:
 
     def __init__(self, budget=None):
         self.budget = budget
-        self._items = OrderedDict()  # id -> (s, u64, linearization, bytes), oldest first
-        self._by_s = {}  # s -> ids of the graphs at that time
-        self._next = 0
+        self._items = []  # (s, u64, linearization, bytes) in build order; None once freed
+        self._first = 0  # index of the oldest graph still held
+        self._cursor = 0  # the adjoint's lookups scan back from here
         self.bytes = 0
         self.peak_bytes = 0
         self.kept_steps = 0
         self.recording = False
+        self._h_max = None
 
     def clear(self):
         """Drop every graph (a new forward pass, or the adjoint is done)."""
-        self._items.clear()
-        self._by_s.clear()
+        self._items = []
+        self._first = self._cursor = 0
         self.bytes = 0
 
     def begin(self, ts, s_end, stages):
@@ -70,8 +74,9 @@ class GraphStore:
         """The forward solve ended; ``step_times``: the accepted steps' boundaries."""
         self.recording = False
         starts = set(step_times[:-1])
-        self.kept_steps = len({s for s, *_ in self._items.values() if s in starts})
+        self.kept_steps = len({item[0] for item in self._items[self._first:] if item[0] in starts})
         self._h_max = max((b - a for a, b in zip(step_times, step_times[1:])), default=None)
+        self._cursor = len(self._items) - 1
         runtime.retain_heap(self.peak_bytes)  # the next forward needs this memory again
 
     def record(self, lin, params):
@@ -84,23 +89,25 @@ class GraphStore:
         forward and backward (69 saved tensors per evaluation)."""
         if self._since_measured % MEASURE_EVERY == 0:
             self._saved_bytes = _measured_build(lin, params)
+            out = lin.output()
+            self._io_bytes = lin.u64.nbytes + out.nbytes
         else:
             lin.build()
         self._since_measured += 1
-        out = lin.output()
-        nbytes = self._saved_bytes + (lin.u64.numel() * lin.u64.element_size() + out.numel() * out.element_size())
+        nbytes = self._saved_bytes + self._io_bytes
         self._per_eval = nbytes if self._per_eval is None else max(self._per_eval, nbytes)
         if self.budget is not None and nbytes > self.budget:
             return
-        self._items[self._next] = (lin.s, lin.u64, lin, nbytes)
-        self._by_s.setdefault(_key(lin.s), []).append(self._next)
-        self._next += 1
+        self._items.append((lin.s, lin.u64, lin, nbytes))
         self.bytes += nbytes
-        while self.budget is not None and self.bytes > self.budget:
-            key, (s, _, _, b) = self._items.popitem(last=False)
-            self._by_s[_key(s)].remove(key)
-            self.bytes -= b
-        self.peak_bytes = max(self.peak_bytes, self.bytes)
+        if self.budget is not None:
+            items = self._items
+            while self.bytes > self.budget:
+                self.bytes -= items[self._first][3]
+                items[self._first] = None
+                self._first += 1
+        if self.bytes > self.peak_bytes:
+            self.peak_bytes = self.bytes
 
     def take(self, s, u64, t, exact_t):
         """The stored linearization at ``(s, u64)``, or None.
@@ -109,35 +116,45 @@ class GraphStore:
         first-same-as-last stage, its state from the step's solution, so both may differ
         from the forward's in the last bits: times match within 1e-13 relative, states
         exactly or within 1e-13 of their largest entry (the product there differs by as
-        little), nudged times ``t`` exactly when ``exact_t``. A graph stays until the
-        adjoint has passed the step after it (a first-same-as-last stage is asked for by
-        two steps), see :meth:`_drop_after`."""
-        if not self.recording:
-            self._drop_after(s)
+        little), nudged times ``t`` exactly when ``exact_t``. The scan goes back from the
+        last match while the graphs can still be of the step holding ``s`` (built at most
+        the longest step before it), and graphs a whole step past ``s`` are freed: the
+        adjoint is done with them (a first-same-as-last stage is asked for by two steps)."""
+        items, first = self._items, self._first
+        if not items or self._h_max is None:
+            return None
         tol = 1e-13 * max(1.0, abs(s))
-        here = [lin for s_, _, lin, _ in map(self._items.__getitem__, self._by_s.get(_key(s), ()))
-                if abs(s_ - s) <= tol and (not exact_t or bool(lin.t == t))]
-        # exact first: two stages at one time (RK4's 2nd and 3rd) would each pay for a
-        # full-vector closeness test of the other
-        for lin in here:
-            if torch.equal(lin.u64, u64):
-                return lin
-        return next((lin for lin in here if _near(lin.u64, u64)), None)
+        self._free_after(s)
+        same_time = []
+        k = min(self._cursor, len(items) - 1)
+        floor = s - self._h_max - tol
+        while k >= first:
+            s_, u_, lin, _ = items[k]
+            if abs(s_ - s) <= tol and (not exact_t or bool(lin.t == t)):
+                if torch.equal(u_, u64):
+                    self._cursor = k
+                    return lin
+                same_time.append(k)
+            elif s_ < floor:
+                break
+            k -= 1
+        # only then the closeness test: two stages at one time (RK4's 2nd and 3rd) would
+        # each pay for a full-vector test of the other
+        for k in same_time:
+            if _near(items[k][1], u64):
+                self._cursor = k
+                return items[k][2]
+        return None
 
-    def _drop_after(self, s):
-        """The adjoint asks at ``s``, inside the step it is reversing: no step before it
-        reaches more than the longest step beyond ``s``, so later graphs are done with."""
-        if self._h_max is None:
-            return
+    def _free_after(self, s):
+        """Free the graphs built after the step that holds ``s`` ended: no step before it
+        reaches further than the longest step."""
+        items = self._items
         limit = s + self._h_max + 1e-12 * max(1.0, abs(s) + self._h_max)
-        while self._items:
-            key = next(reversed(self._items))
-            s_, _, _, b = self._items[key]
-            if s_ <= limit:
-                return
-            del self._items[key]
-            self._by_s[_key(s_)].remove(key)
-            self.bytes -= b
+        while len(items) > self._first and items[-1][0] > limit:
+            self.bytes -= items.pop()[3]
+        if self._cursor >= len(items):
+            self._cursor = len(items) - 1
 
 
 MEASURE_EVERY = 16  # evaluations per saved-tensor measurement (see GraphStore.record)
@@ -160,12 +177,6 @@ def _measured_build(lin, params):
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
         lin.build()
     return size[0]
-
-
-def _key(s):
-    """The bucket of solver time ``s`` (10 significant digits; a time on a bucket's edge
-    only costs a re-evaluation)."""
-    return f"{s:.9e}"
 
 
 def _near(a, b):

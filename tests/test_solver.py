@@ -54,6 +54,7 @@ def test_output_times_reached_within_petsc_tolerance():
     """Adaptive steps may reach an output time to within PETSc's tolerance, not bit-exactly
     (here 0.025025...); outputs and the adjoint's segments must still line up."""
     t = torch.linspace(0.0, 25.0, 1000, dtype=torch.float64)[:10]
+    torch.manual_seed(0)  # some initial weights make y**3 blow up before t = 0.225
     f = nn.Linear(2, 2).double()
     y0 = torch.tensor([[2.0, 0.0]], dtype=torch.float64, requires_grad=True)
     with pnode.ODESolver(lambda t, y: f(y ** 3), method="dopri5", rtol=1e-6, atol=1e-8,
