@@ -76,7 +76,7 @@ def hbars(ax, rows, series, xlabel, log=False, note=None):
         plain_log_ticks(ax.xaxis)
     ax.set_xlabel(xlabel)
     ax.grid(axis="x", alpha=0.3)
-    if hi_all:  # room for the notes after the longest whisker
+    if hi_all and note:  # room for the notes after the longest whisker
         top = max(hi_all)
         ax.set_xlim(right=top * (4 if log else 1.3))
 
