@@ -73,12 +73,13 @@ def hbars(ax, rows, series, xlabel, log=False, note=None):
     ax.set_ylim(len(rows) - 0.5, -0.5)  # top to bottom, texts of bar-less rows inside
     if log:
         ax.set_xscale("log")
-        plain_log_ticks(ax.xaxis)
     ax.set_xlabel(xlabel)
     ax.grid(axis="x", alpha=0.3)
     if hi_all and note:  # room for the notes after the longest whisker
         top = max(hi_all)
         ax.set_xlim(right=top * (4 if log else 1.3))
+    if log:
+        plain_log_ticks(ax.xaxis)
 
 
 def lines(ax, xs, series, xlabel, ylabel, logx=False, logy=False):
@@ -106,12 +107,18 @@ def lines(ax, xs, series, xlabel, ylabel, logx=False, logy=False):
 
 
 def plain_log_ticks(axis):
-    """Tick labels of a logarithmic ``axis`` as plain numbers (0.5, 2, 10), not 2x10^0."""
-    from matplotlib.ticker import FuncFormatter, LogLocator
+    """Tick labels of a logarithmic ``axis`` as plain numbers (0.5, 2, 10), not 2x10^0,
+    labelled densely enough for its current range (call it once the limits are set)."""
+    import math
+
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    lo, hi = sorted(axis.get_view_interval())
+    decades = math.log10(hi / lo) if lo > 0 else 99
+    subs = (2, 3, 4, 5, 6, 8) if decades < 1.5 else (2, 3, 5) if decades < 3.5 else (2, 5)
     fmt = FuncFormatter(lambda v, _: f"{v:g}")
     axis.set_major_formatter(fmt)
-    axis.set_minor_locator(LogLocator(subs=(2, 3, 5)))
-    axis.set_minor_formatter(fmt)
+    axis.set_minor_locator(LogLocator(subs=subs))
+    axis.set_minor_formatter(fmt if decades < 6 else NullFormatter())
 
 
 def legend_below(ax, ncol=3, **kw):
