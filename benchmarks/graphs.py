@@ -90,7 +90,8 @@ def worker(method, config, repeats, budget):
         return net(y)
     info = {}
     if config.startswith("pnode"):
-        ck = None if config == "pnode store-all" else pnode.Checkpoint(
+        # named, not the default: "auto" now stores the stage graphs too when they fit
+        ck = pnode.Checkpoint("all") if config == "pnode store-all" else pnode.Checkpoint(
             "graphs", max_memory=budget if "budget" in config else None)
         solver = pnode.ODESolver(field, method=method, options={"step_size": h}, checkpoint=ck, adjoint_params=params)
 
