@@ -43,6 +43,16 @@ def figure(nrows=1, ncols=1, size=(10, 4), **kw):
     return plt.subplots(nrows, ncols, figsize=size, **kw)
 
 
+def span_row(fig, axes, row):
+    """Replace the panels of ``axes[row]`` (a 2-D grid from ``figure``) by one axes as wide
+    as the figure; returns it. Pages are narrow: a wide panel reads better stacked than
+    side by side."""
+    gs = axes[row, 0].get_gridspec()
+    for ax in axes[row]:
+        ax.remove()
+    return fig.add_subplot(gs[row, :])
+
+
 def hbars(ax, rows, series, xlabel, log=False, note=None):
     """Grouped horizontal bars: ``rows`` (labels, top to bottom) by ``series``.
 

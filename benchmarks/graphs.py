@@ -339,7 +339,8 @@ def _why_missing(method, config):
 def draw(mlp, cnf, path):
     """Three panels: the MLP step's CPU time and peak memory per configuration (bars: rk4,
     dopri5), the CNF iteration's CPU time (bars: initial and trained weights)."""
-    fig, axes = _plot.figure(1, 3, size=(15, 4.6))
+    fig, grid = _plot.figure(2, 2, size=(11, 8.5), gridspec_kw={"height_ratios": [1.4, 1]})
+    axes = [grid[0, 0], grid[0, 1], _plot.span_row(fig, grid, 1)]
     configs = CONFIGS + ["diffrax"]
 
     def series(key, why_peak=None):
@@ -364,7 +365,7 @@ def draw(mlp, cnf, path):
     axes[0].set_title("MLP 32-128-32, batch 256, 100 fixed steps", fontsize=9)
     _plot.hbars(axes[1], configs, series("peak_mb", "not comparable (JAX)"), "peak memory of a step (MB)",
                 note=ratio("peak_mb"))
-    axes[1].set_title("same steps: peak anonymous RSS growth, one value per process", fontsize=9)
+    axes[1].set_title("same steps: peak RSS growth, one value per process", fontsize=9)
     _plot.legend_below(axes[0], ncol=2)
     cnf_series = [(when, [_cell(res.get(c), "cpu_s", "failed") for c in CNF_CONFIGS], color)
                   for (when, res), color in zip(cnf.items(), ("tab:green", "tab:purple"))]
@@ -383,8 +384,8 @@ def draw(mlp, cnf, path):
 def figure_lines(repeats):
     return _plot.embed("graphs", "CPU time and peak memory per configuration", (
         f"Bars: median over {repeats} timed steps, whiskers: min-max; the label after a bar is its ratio to "
-        "plain-torch backprop on the same method (left, middle) or the field evaluations per iteration "
-        "(right). Shorter is better; a grey text stands where a configuration was not run."))
+        "plain-torch backprop on the same method (top) or the field evaluations per iteration "
+        "(bottom). Shorter is better; a grey text stands where a configuration was not run."))
 
 
 def main():

@@ -168,7 +168,7 @@ ROW_NAMES = {1: "1 rank", 2: "2 ranks", "half": "1 rank, half batch (no-communic
 def draw(results, before, after, path):
     """Wall time (left) and busiest rank's CPU time (right) per iteration: one group of bars
     per case, one bar per row (1 rank, 2 ranks, half batch); the machine check in the title."""
-    fig, axes = _plot.figure(1, 2, size=(13, 1.6 + 1.3 * len(results)))
+    fig, axes = _plot.figure(1, 2, size=(11, 1.8 + 1.3 * len(results)))
     cases = [CASES[c]["label"].replace(", ", ",\n", 2).replace(",\n", ", ", 1) for c in results]
     kinds = [k for k in ROW_NAMES if any(k in per for per in results.values())]
     for ax, key, xlabel in ((axes[0], "walls", "wall s per iteration (slowest rank; median, min-max)"),
@@ -184,6 +184,7 @@ def draw(results, before, after, path):
         _plot.hbars(ax, cases, series, xlabel, note=speedup)
     _plot.legend_below(axes[0])
     axes[0].set_title("label: speed-up over 1 rank (medians)", fontsize=9)
+    axes[1].set_yticklabels([])  # the same cases as on the left
     axes[1].set_title("MPI's busy-waiting in collectives counts as CPU time", fontsize=9)
     check = ", ".join(f"{when} {r[2] / r[1]:.2f}" for when, r in (("before", before), ("after", after)))
     _plot.save(fig, path, "Data-parallel CNF training iteration, float64, dopri5: 1 vs 2 MPI ranks; "
