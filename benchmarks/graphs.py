@@ -260,6 +260,7 @@ def cnf_measure(repeats, weights):
 
 
 def cnf_table(res):
+    """One CNF table (markdown lines) from ``cnf_measure``'s results."""
     rows = ["| configuration | CPU s per iteration | / torchdiffeq odeint_adjoint | / torchdiffeq backprop | NFE "
             "| loss |", "|---|---|---|---|---|---|"]
     adj, bp = res.get("torchdiffeq odeint_adjoint"), res.get("torchdiffeq backprop")
@@ -329,6 +330,7 @@ def _cell(r, key, why):
 
 
 def _why_missing(method, config):
+    """Why the figure has no bar for ``config`` with ``method`` (a short text)."""
     if (method, config) in NOT_COMPARABLE:
         return "no fixed-step dopri5"
     if config == "diffrax":
@@ -337,7 +339,7 @@ def _why_missing(method, config):
 
 
 def draw(mlp, cnf, path):
-    """Three panels: the MLP step's CPU time and peak memory per configuration (bars: rk4,
+    """Three panels (two side by side, one below): the MLP step's CPU time and peak memory per configuration (bars: rk4,
     dopri5), the CNF iteration's CPU time (bars: initial and trained weights)."""
     fig, grid = _plot.figure(2, 2, size=(11, 8.5), gridspec_kw={"height_ratios": [1.4, 1]})
     axes = [grid[0, 0], grid[0, 1], _plot.span_row(fig, grid, 1)]
@@ -382,6 +384,7 @@ def draw(mlp, cnf, path):
 
 
 def figure_lines(repeats):
+    """The figure's embedding and caption on the page."""
     return _plot.embed("graphs", "CPU time and peak memory per configuration", (
         f"Bars: median over {repeats} timed steps, whiskers: min-max; the label after a bar is its ratio to "
         "plain-torch backprop on the same method (top) or the field evaluations per iteration "

@@ -193,6 +193,7 @@ def draw(results, before, after, path):
 
 
 def figure_lines(iters):
+    """The figure's embedding and caption on the page."""
     return _plot.embed("parallel", "time per iteration on 1 and 2 ranks", (
         f"Bars: median over {iters} timed iterations, whiskers: min-max. Two ranks help when their bar is "
         "shorter than the 1-rank bar; the half-batch bar is what 2 ranks would take with no communication "

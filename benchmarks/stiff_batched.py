@@ -239,9 +239,9 @@ def robertson_accuracy_rows(repeats):
 
 
 def draw(mlp, failed, rob, acc, path):
-    """Three panels: the stiff MLP's CPU time per configuration (label: accepted steps), the
-    batched Robertson's CPU time against B, and Robertson's gradient error against CPU time
-    per method and Jacobian (a work-precision plot)."""
+    """Three panels: the stiff MLP's CPU time per configuration (top; label: accepted
+    steps), the batched Robertson's CPU time against B (bottom left), and Robertson's
+    gradient error against CPU time per method and Jacobian (bottom right: work-precision)."""
     fig, grid = _plot.figure(2, 2, size=(11, 9.5), gridspec_kw={"height_ratios": [1.15, 1]})
     axes = [_plot.span_row(fig, grid, 0), grid[1, 0], grid[1, 1]]
     names = list(mlp) + list(failed)
@@ -284,6 +284,7 @@ def draw(mlp, failed, rob, acc, path):
 
 
 def figure_lines(repeats):
+    """The figure's embedding and caption on the page."""
     return _plot.embed("stiff_batched", "CPU time per training step and per gradient", (
         f"Bars and points: median over {repeats} run(s), whiskers: min-max. Top: shorter is faster (note the "
         "log scale); bottom left: a flat line means the block Jacobian keeps the cost per gradient "
