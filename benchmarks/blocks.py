@@ -32,7 +32,8 @@ single-threaded worker; the machine may be shared) of N iterations; the first in
 setting up the PETSc solvers. pnode's own counters give the steps it recomputed.
 
 Run: ``python benchmarks/blocks.py`` (default, < 6 min on 2 idle cores), ``--quick``
-(< 2 min), ``--repeats N``, ``--no-write`` (print only). Writes docs/benchmarks_blocks.md.
+(< 2 min), ``--repeats N``, ``--no-write`` (print only). Writes docs/benchmarks_blocks.md
+and its figure docs/img/blocks.png.
 """
 import argparse
 import datetime
@@ -43,6 +44,7 @@ import time
 
 # benchmarks/ is on sys.path
 from _harness import ROOT, PeakSampler, anon_kb, load_average, machine, publish, run_worker, serve, trim_heap
+import _plot
 
 DOC = os.path.join(ROOT, "docs", "benchmarks_blocks.md")
 WIDTH, HIDDEN, BATCH = 64, 128, 256
@@ -250,6 +252,37 @@ def findings(res, sweep_L, sweep_N):
     return lines + [""]
 
 
+def draw(res, sweep_L, sweep_N, path):
+    """Peak memory (top) and CPU time (bottom) of every configuration along the two sweeps
+    (left: blocks L, right: steps per block N_t)."""
+    fig, axes = _plot.figure(2, 2, size=(11, 7))
+    for col, (sweep, key, xlabel) in enumerate((
+            (sweep_L, "L", f"blocks L (N_t = {sweep_L[0]['steps']} steps per block)"),
+            (sweep_N, "steps", f"steps per block N_t (L = {sweep_N[0]['L']} blocks)"))):
+        xs = [p[key] for p in sweep]
+        rows = [(c, [res.get((c, p["L"], p["steps"])) for p in sweep]) for c in CONFIGS]
+        rows = [(c, rs) for c, rs in rows if all(rs)]
+        _plot.lines(axes[0, col], xs, [(LABELS[c], [_plot.spread(r["peak_mb"]) for r in rs]) for c, rs in rows],
+                    xlabel, "peak memory above the model (MB)")
+        _plot.lines(axes[1, col], xs, [(LABELS[c], [_plot.spread(r["cpu"]) for r in rs]) for c, rs in rows],
+                    xlabel, "CPU time per iteration (s)")
+        axes[0, col].set_ylim(bottom=0)
+        axes[1, col].set_ylim(bottom=0)
+    axes[0, 0].legend(fontsize=7)
+    _plot.save(fig, path, "One training iteration of a stack of ODE blocks (RK4, float64): memory and time; "
+               + _plot.where())
+
+
+def figure_lines(repeats):
+    """The figure's embedding and caption on the page."""
+    return _plot.embed("blocks", "peak memory and CPU time against blocks and steps", (
+        "Left: more blocks at fixed steps per block; right: more steps per block at fixed L. Top: peak "
+        "memory, one value per process; bottom: CPU time per iteration, median with min-max whiskers "
+        f"over {repeats} iteration(s). The steeper a line on the top right, the more blocks' trajectories "
+        "are alive at once: all L for store-all (O(L * N_t)), one for block recomputation at its best "
+        "(O(L) + O(N_t))."))
+
+
 def header(args, load, repeats):
     return [
         "# Stacks of ODE blocks: block recomputation", "",
@@ -309,6 +342,9 @@ def main():
                   f"CPU {fmt_s(r['median_cpu']):>8s}  recomputed {r['recomputed_steps']}", file=sys.stderr)
     load1 = load_average()
     lines = header(args, (load0, load1), repeats)
+    if not args.no_write:
+        draw(res, sweep_L, sweep_N, _plot.png_path("blocks"))
+        lines += figure_lines(repeats)
     lines += [f"## L = {sweep_L[0]['L']} vs L = {sweep_L[1]['L']} blocks at N_t = {nt_l}", ""]
     lines += pair_table(res, "L", sweep_L)
     lines += [f"## N_t = {nt_lo} vs N_t = {nt_hi} steps per block at L = 4", ""]

@@ -12,7 +12,8 @@ number of adaptive steps per solve.
     .venv/bin/python benchmarks/parallel.py --quick --no-write   # quick look (3 timed iterations)
 
 This script launches ``mpiexec`` itself (the venv's, next to the Python executable).
-Output: a markdown table on stdout and in docs/benchmarks_parallel.md.
+Output: a markdown table on stdout and in docs/benchmarks_parallel.md, and its figure
+docs/img/parallel.png (``--no-write``: print only).
 """
 import argparse
 import os
@@ -21,6 +22,7 @@ import sys
 import time
 
 from _harness import ROOT, load_average, machine, publish, run_worker, serve  # benchmarks/ is on sys.path
+import _plot
 
 MPIEXEC = os.path.join(os.path.dirname(sys.executable), "mpiexec")
 
@@ -160,6 +162,44 @@ def check_table(before, after):
     return "\n".join(lines) + "\n"
 
 
+ROW_NAMES = {1: "1 rank", 2: "2 ranks", "half": "1 rank, half batch (no-communication bound)"}
+
+
+def draw(results, before, after, path):
+    """Wall time (left) and busiest rank's CPU time (right) per iteration: one group of bars
+    per case, one bar per row (1 rank, 2 ranks, half batch); the machine check in the title."""
+    fig, axes = _plot.figure(1, 2, size=(11, 1.8 + 1.3 * len(results)))
+    cases = [CASES[c]["label"].replace(", ", ",\n", 2).replace(",\n", ", ", 1) for c in results]
+    kinds = [k for k in ROW_NAMES if any(k in per for per in results.values())]
+    for ax, key, xlabel in ((axes[0], "walls", "wall s per iteration (slowest rank; median, min-max)"),
+                            (axes[1], "cpus", "CPU s per iteration (busiest rank; median, min-max)")):
+        series = [(ROW_NAMES[k], [_plot.spread(per[k][key]) if k in per else "not run" for per in results.values()])
+                  for k in kinds]
+
+        def speedup(j, i, key=key):
+            per = list(results.values())[i]
+            if key != "walls" or 1 not in per or kinds[j] == 1:
+                return None
+            return f"{statistics.median(per[1]['walls']) / statistics.median(per[kinds[j]]['walls']):.2f}x"
+        _plot.hbars(ax, cases, series, xlabel, note=speedup)
+    _plot.legend_below(axes[0])
+    axes[0].set_title("label: speed-up over 1 rank (medians)", fontsize=9)
+    axes[1].set_yticklabels([])  # the same cases as on the left
+    axes[1].set_title("MPI's busy-waiting in collectives counts as CPU time", fontsize=9)
+    check = ", ".join(f"{when} {r[2] / r[1]:.2f}" for when, r in (("before", before), ("after", after)))
+    _plot.save(fig, path, "Data-parallel CNF training iteration, float64, dopri5: 1 vs 2 MPI ranks; "
+               + _plot.where("1 thread per rank") + f"\nmachine check, 2 ranks / 1 rank on the same work "
+               f"per rank (1.0 = two free cores): {check}")
+
+
+def figure_lines(iters):
+    """The figure's embedding and caption on the page."""
+    return _plot.embed("parallel", "time per iteration on 1 and 2 ranks", (
+        f"Bars: median over {iters} timed iterations, whiskers: min-max. Two ranks help when their bar is "
+        "shorter than the 1-rank bar; the half-batch bar is what 2 ranks would take with no communication "
+        "cost. A machine-check ratio near 2 in the title means the two ranks shared one core."))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -188,7 +228,11 @@ def main():
         if not args.no_half:
             results[case]["half"] = launch(case, 1, args.iters, args.warmup, batch_div=2)
     check_after = machine_check()
-    text = table(results, args, load_start) + check_table(check_before, check_after)
+    text = table(results, args, load_start)
+    if not args.no_write:
+        draw(results, check_before, check_after, _plot.png_path("parallel"))
+        text += "\n" + "\n".join(figure_lines(args.iters))
+    text += check_table(check_before, check_after)
     publish(text, None if args.no_write else os.path.join(ROOT, "docs", "benchmarks_parallel.md"))
 
 

@@ -58,6 +58,7 @@ import torch
 from torch import nn
 
 from _harness import ROOT, PeakRSS, load_average, machine, publish, run_worker, serve  # benchmarks/ is on sys.path
+import _plot
 
 DOC = os.path.join(ROOT, "docs", "benchmarks_sde.md")
 PNG = os.path.join(ROOT, "docs", "img", "benchmarks_sde.png")
@@ -376,9 +377,7 @@ def alternate(task, per_lib_kwargs, repeats, pythons):
     return out
 
 
-def summary(values):
-    """(median, min, max)."""
-    return statistics.median(values), min(values), max(values)
+summary = _plot.spread  # (median, min, max)
 
 
 def measure_training(args, pythons):
@@ -529,23 +528,14 @@ def _fmt_s(v):
 
 def plot(train, bm, path):
     """Two panels: training steps; BrownianInterval queries (both kinds of tree)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     colors = {"pnode": "tab:blue", "torchsde": "tab:orange", "torchsde halfway_tree": "tab:gray"}
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1, 2]})
+    fig, axes = _plot.figure(1, 2, size=(13, 4.8), gridspec_kw={"width_ratios": [1, 2]})
     ax = axes[0]
     names = list(train)
-    for i, lib in enumerate(LIBS):
-        meds = [1e3 * statistics.median(train[w][lib]["worker_medians"]) for w in names]
-        lo = [m - 1e3 * min(train[w][lib]["worker_medians"]) for m, w in zip(meds, names)]
-        hi = [1e3 * max(train[w][lib]["worker_medians"]) - m for m, w in zip(meds, names)]
-        ax.barh([k + 0.4 * i for k in range(len(names))], meds, 0.4, xerr=[lo, hi],
-                color=colors[lib], label=lib)
-    ax.set_yticks([k + 0.2 for k in range(len(names))])
-    ax.set_yticklabels([n.replace(" (", "\n(", 1).replace("step, ", "step,\n") for n in names], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("ms per training step (median, min-max)")
+    series = [(lib, [tuple(1e3 * v for v in summary(train[w][lib]["worker_medians"])) for w in names], colors[lib])
+              for lib in LIBS]
+    _plot.hbars(ax, [n.replace(" (", "\n(", 1).replace("step, ", "step,\n") for n in names], series,
+                "ms per training step (median, min-max)")
     ax.set_title("training steps")
     ax.legend(fontsize=8)
     ax = axes[1]
@@ -562,13 +552,11 @@ def plot(train, bm, path):
     short = {"sequential": "sequential", "random access": "random", "solver sweep (dt=1e-3, hint)": "solver sweep"}
     ax.set_xticklabels([f"{k.split('|')[1].split()[1]}\n{short[k.split('|')[2]]}" for k in keys], fontsize=8)
     ax.set_yscale("log")
+    _plot.plain_log_ticks(ax.yaxis)
     ax.set_ylabel("seconds per pass (median)")
     ax.set_title("BrownianInterval queries (torchsde's benchmark sizes)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _plot.save(fig, path)
 
 
 def main():

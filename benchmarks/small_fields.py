@@ -37,6 +37,7 @@ import time
 
 # benchmarks/ is on sys.path
 from _harness import ROOT, load_average, machine, publish, run_worker, serve
+import _plot
 
 DOC = os.path.join(ROOT, "docs", "benchmarks_small_fields.md")
 
@@ -340,23 +341,13 @@ def page(runs, rounds, iters, jax_note):
 
 def draw(plot, path):
     """Ratio pnode / reference per program, with its spread and the criterion."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    names = [p for p, *_ in plot]
-    y = range(len(plot))
-    med = [m for _, m, *_ in plot]
-    err = [[m - lo for _, m, lo, _, _ in plot], [hi - m for _, m, _, hi, _ in plot]]
-    ax.barh(list(y), med, xerr=err, color="#4c72b0", capsize=3)
+    fig, ax = _plot.figure(size=(7, 3.2))
+    _plot.hbars(ax, [p for p, *_ in plot], [("pnode", [(m, lo, hi) for _, m, lo, hi, _ in plot], "#4c72b0")],
+                "pnode time / reference time per training iteration (red: criterion)")
     for k, (_, _, _, _, limit) in enumerate(plot):
         ax.plot([limit, limit], [k - 0.4, k + 0.4], color="#c44e52", lw=2)
-    ax.set_yticks(list(y), names)
     ax.axvline(1.0, color="gray", lw=0.8, ls=":")
-    ax.set_xlabel("pnode time / reference time per training iteration (red: criterion)")
-    ax.invert_yaxis()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _plot.save(fig, path, dpi=120)
 
 
 def main():
