@@ -13,7 +13,7 @@ What it measures, per case (integrator, step count, problem size) and gradient m
   float64 reference: plain-torch classical RK4 backprop on the same steps for the RK4
   cases, a torchdiffeq dopri5 solve at rtol 1e-10 (backprop) for the dopri5 cases.
 
-Gradient methods: pnode (PETSc discrete adjoint, default store-all checkpoints), pnode
+Gradient methods: pnode (PETSc discrete adjoint, store-all checkpoints: ``Checkpoint("all")``), pnode
 with stored stage graphs (``Checkpoint("graphs")``; a 1 GB budget at rk4-1000),
 torchdiffeq ``odeint`` (backprop through the solver), torchdiffeq ``odeint_adjoint``
 (continuous adjoint), plain-torch backprop through classical RK4, and the "recompute
@@ -228,6 +228,8 @@ def make_iteration(method, case, func, y0, grid=None):
               else dict(method="dopri5", rtol=case.rtol, atol=case.atol))
         if method == "pnode-graphs":
             kw["checkpoint"] = pnode.Checkpoint("graphs", max_memory=GRAPH_BUDGET.get(case_name_of(case)))
+        else:  # the default ("auto") keeps stage graphs too: this row is the store-all adjoint
+            kw["checkpoint"] = pnode.Checkpoint("all")
         # what pnode.odeint does on every call (it caches one solver per func and settings)
         solver = pnode.ODESolver(func, **kw)
 
@@ -633,7 +635,7 @@ def header(args, load):
         "over all parameter gradients.", "",
         f"Field: MLP state -> hidden -> state with tanh, weights PyTorch's default initialisation "
         f"times {GAIN:g} (a fresh field is so smooth that dopri5 needs 3 steps), y0 ~ N(0, 1).", "",
-        "Methods: pnode with its default checkpointing (store all stages), and with stored stage graphs "
+        "Methods: pnode with store-all checkpointing (`Checkpoint(\"all\")`: the adjoint re-evaluates func at each stored stage), and with stored stage graphs "
         "(`Checkpoint(\"graphs\")`: the forward keeps each stage's autograd graph, the adjoint backpropagates "
         f"through it instead of re-evaluating; rk4-1000 under a {GRAPH_BUDGET['rk4-1000']} budget); the *recompute floor* "
         "is a plain-torch discrete adjoint (store each step's state, rebuild one step's graph at "
