@@ -217,11 +217,14 @@ class TrajectoryPlan(NoRecord):
         source: the solver's :class:`~pnode.petsc_options.OptionSource`.
         n_global: unknowns over all ranks (sets revolve's RAM slots for a byte budget).
         stages: the method's stages (vectors per stored step besides the state).
+        stack_steps: for adaptive steps, the steps the store-all stack starts with (PETSc
+            doubles it when full; None: ``ts_max_steps``, PETSc's own start, a pointer per
+            step zeroed at every solve).
     """
 
     records = True
 
-    def __init__(self, checkpoint, source, n_global, stages):
+    def __init__(self, checkpoint, source, n_global, stages, stack_steps=None):
         self.checkpoint, self.stages = checkpoint, stages
         self.slots = checkpoint.ram_slots(n_global, stages) if checkpoint.strategy == "binomial" else None
         self._disk_root = None
@@ -230,13 +233,17 @@ class TrajectoryPlan(NoRecord):
         if checkpoint.max_disk:
             # PETSc creates the directory it writes to; it lives inside one of ours
             self._disk_root = tempfile.mkdtemp(prefix="pnode-ckpt-", dir=checkpoint.disk_dir)
-        defaults = self.petsc_defaults()
-        if any(k in defaults or source.given(k) for k in _REVOLVE_LIMITS):
+        # only binomial plans and the user's own limits schedule with revolve (one per process)
+        if checkpoint.strategy == "binomial" or any(source.given(k) for k in _REVOLVE_LIMITS):
             _RevolveOwner.take(self)
+        self.stack_steps = None if checkpoint.strategy == "binomial" or any(
+            source.given(k) for k in _REVOLVE_LIMITS) else stack_steps
 
     def petsc_defaults(self):
         opts = {"ts_trajectory_type": "memory"}
         ck = self.checkpoint
+        if self.stack_steps is not None:  # adaptive store-all: PETSc counts one unit per stored step
+            opts["ts_trajectory_max_units_ram"] = self.stack_steps
         if ck.strategy == "solution":
             opts["ts_trajectory_solution_only"] = True
         elif ck.strategy == "binomial":
@@ -341,8 +348,8 @@ class GraphPlan(TrajectoryPlan):
             byte budget and the heap it keeps serve every iteration).
     """
 
-    def __init__(self, checkpoint, source, n_global, stages, store):
-        super().__init__(checkpoint, source, n_global, stages)
+    def __init__(self, checkpoint, source, n_global, stages, store, stack_steps=None):
+        super().__init__(checkpoint, source, n_global, stages, stack_steps)
         self.store = store
 
     def release(self):
@@ -350,7 +357,7 @@ class GraphPlan(TrajectoryPlan):
         self.store.clear()
 
 
-def plan(checkpoint, record, steps, s, source, n_global, n_local, stages, y0, store=None):
+def plan(checkpoint, record, steps, s, source, n_global, n_local, stages, y0, store=None, stack_steps=None):
     """The plan for one solve.
 
     Args:
@@ -364,15 +371,18 @@ def plan(checkpoint, record, steps, s, source, n_global, n_local, stages, y0, st
         y0: flat float64 initial state.
         store: the solver's :class:`~pnode.graphs.GraphStore` when the strategy keeps
             graphs (see :meth:`Checkpoint.graph_store`), used by explicit methods.
+        stack_steps: the store-all stack's first size for adaptive steps (see
+            :class:`TrajectoryPlan`); ignored for fixed steps, whose count PETSc knows.
     """
+    stack_steps = None if steps.fixed else stack_steps
     if not record:
         return NoRecord()
     if store is not None:
-        return GraphPlan(checkpoint, source, n_global, stages, store)
+        return GraphPlan(checkpoint, source, n_global, stages, store, stack_steps)
     if checkpoint.strategy == "binomial" and not (
             steps.fixed and steps.grid_dt is not None and fits_fixed_grid(s, steps.grid_dt)):
         if checkpoint.max_disk:
             raise ValueError("Checkpoint max_disk needs fixed steps (options['step_size']) on which every "
                              "output time lies; adaptive solves keep their checkpoints in RAM (max_ram)")
         return ReplayPlan(checkpoint, n_global, n_local, y0)
-    return TrajectoryPlan(checkpoint, source, n_global, stages)
+    return TrajectoryPlan(checkpoint, source, n_global, stages, stack_steps)

@@ -3,6 +3,7 @@
 Reference: the same solve with ``Checkpoint("all")``; tolerance 1e-12 relative (the
 schedules only change what is recomputed, not the arithmetic of a step).
 """
+import math
 import os
 
 import pytest
@@ -300,3 +301,22 @@ def test_default_keeps_stage_graphs_of_explicit_methods():
         g, st = gradient(func, None, **CASES[case])
         assert rel_err(g, ref) <= 1e-12
         assert (st["graph_steps"] == st["steps"]) if graphs else (st["graph_steps"] == 0), (case, st)
+
+
+@pytest.mark.parametrize("strategy", ["auto", "solution"])
+def test_adaptive_solve_beyond_the_first_trajectory_stack(strategy):
+    """An adaptive solve's store-all stack starts at a few thousand steps (PETSc's own
+    start is max_num_steps, zeroed at every solve) and grows: a longer solve keeps every
+    step. The gradient of y' = -a y at t = 1 is -y0 exp(-a), to the solver's tolerance
+    (1e-9 relative stated here)."""
+    a = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    y0 = torch.tensor([1.5], dtype=torch.float64)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    solver = pnode.ODESolver(lambda t, y: -a * y, method="dopri5", rtol=1e-10, atol=1e-12,
+                             options={"max_step": 2e-4}, checkpoint=pnode.Checkpoint(strategy), adjoint_params=[a])
+    y1 = solver(y0, t)[-1]
+    (g,) = torch.autograd.grad(y1.sum(), [a])
+    assert solver.stats["steps"] > pnode.integrator.STACK_STEPS
+    assert solver.stats["adjoint_steps"] == solver.stats["steps"]
+    assert abs(y1.item() - 1.5 * math.exp(-0.7)) < 1e-9
+    assert abs(g.item() + 1.5 * math.exp(-0.7)) < 1e-9 * 1.5
