@@ -26,9 +26,10 @@ Configuration (what a diffrax user would choose for this problem):
   (2 on a 2-core machine), every pool thread is waiting and the chunks never run: the
   process deadlocks (native stacks: ``lapack_dgetrf_ffi`` -> ``ParallelBatchMap`` ->
   ``BlockingCounter::Wait`` on every pool thread, the main thread in ``BlockUntilReady``).
-  At N = 64 the vmapped gradient hung within the first few calls; at N = 16 the kernel does
-  not split the batch (small matrices) and never hung. A batch of one is never split, so
-  ``lax.map`` cannot deadlock; it gives the same loss and gradient (to round-off).
+  At N = 64 the vmapped gradient hung within the first few calls (at N = 16 and 512 it had
+  finished, by luck: four independent vmapped ``jnp.linalg.solve`` of 256 16 x 16 matrices in
+  one jitted function hang the same way). A batch of one is never split, so ``lax.map``
+  cannot deadlock; it gives the same loss and gradient (to round-off).
 
     python benchmarks/_diffrax_pde.py WEIGHTS.npz --repeats 3
 """
