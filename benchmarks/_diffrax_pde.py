@@ -2,15 +2,34 @@
 
 Runs under an interpreter that has JAX and diffrax (not necessarily pnode's): reads the
 weights and data the torch side saved (``.npz``: ``w0`` the kernel-5 circular convolution,
-``W1, b1, ..., W5, b5`` the MLP, ``u0``, ``u1``, ``interval``, ``step``), integrates each
-sample with ``diffrax.KenCarp4`` (the convolution implicit, the MLP explicit, a
-``MultiTerm``), ``ConstantStepSize`` with the same step, ``VeryChord`` root finder at tight
-tolerances (the implicit part is linear: one chord step is the exact stage solve), vmapped
-over the batch, and differentiates the same loss (mean squared error at ``interval``) with
-diffrax's default ``RecursiveCheckpointAdjoint``, jit-compiled, float64, one XLA thread.
-Returns (benchmarks/_harness.py's worker protocol) the wall time of ``repeats`` gradient
-evaluations after the compiling one, the loss, and the gradient flattened in torch's
-parameter order.
+``W1, b1, ..., W5, b5`` the MLP, ``u0``, ``u1``, ``interval``, ``step``) and differentiates
+the same loss (mean squared error at ``interval``) with diffrax's default
+``RecursiveCheckpointAdjoint``, jit-compiled, float64, one XLA thread. Returns
+(benchmarks/_harness.py's worker protocol) the wall time of ``repeats`` gradient evaluations
+after the compiling one, the loss, and the gradient flattened in torch's parameter order.
+
+Configuration (what a diffrax user would choose for this problem):
+
+- ``diffrax.KenCarp4`` on a ``MultiTerm`` (the MLP explicit, the convolution implicit), the
+  same fixed step as pnode (``ConstantStepSize``, ``max_steps`` the step count + 1);
+- root finder ``VeryChord(rtol=1e-10, atol=1e-10)``: diffrax's default for its implicit
+  solvers, which takes its tolerances from an adaptive step-size controller; with
+  ``ConstantStepSize`` they are given here, tight, so that the stage solves are as exact as
+  pnode's. The implicit part is linear, so the chord step with the exact Jacobian
+  (dense, per sample, LU-factored: lineax's default linear solver) is the exact stage
+  solve; the tolerances only decide that it has converged;
+- the batch mapped with ``jax.lax.map`` (one sample's solve after another), not
+  ``jax.vmap``. Under ``jax.vmap`` every Jacobian LU is one *batched* LAPACK ``getrf``
+  custom call, and jaxlib 0.10.2's CPU kernel splits a large enough batch into chunks
+  scheduled on XLA's intra-op thread pool and blocks the calling pool thread until they
+  finish. When the thunk executor runs as many such LUs at once as the pool has threads
+  (2 on a 2-core machine), every pool thread is waiting and the chunks never run: the
+  process deadlocks (native stacks: ``lapack_dgetrf_ffi`` -> ``ParallelBatchMap`` ->
+  ``BlockingCounter::Wait`` on every pool thread, the main thread in ``BlockUntilReady``).
+  At N = 64 the vmapped gradient hung within the first few calls (at N = 16 and 512 it had
+  finished, by luck: four independent vmapped ``jnp.linalg.solve`` of 256 16 x 16 matrices in
+  one jitted function hang the same way). A batch of one is never split, so ``lax.map``
+  cannot deadlock; it gives the same loss and gradient (to round-off).
 
     python benchmarks/_diffrax_pde.py WEIGHTS.npz --repeats 3
 """
@@ -22,7 +41,7 @@ import time
 
 from _harness import serve  # benchmarks/ is on sys.path; standard library only
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")  # one thread, like the torch rows
 
 
 def kencarp4_step(weights, repeats=3):
@@ -59,8 +78,8 @@ def kencarp4_step(weights, repeats=3):
                                   saveat=diffrax.SaveAt(t1=True), max_steps=nsteps + 1)
         return sol.ys[-1]
 
-    def loss(p):
-        return jnp.mean((jax.vmap(one, in_axes=(0, None))(u0, p) - u1) ** 2)
+    def loss(p):  # lax.map, not vmap: see the module docstring (a jaxlib deadlock)
+        return jnp.mean((jax.lax.map(lambda y0: one(y0, p), u0) - u1) ** 2)
     step_fn = jax.jit(jax.value_and_grad(loss))
     value, grads = jax.block_until_ready(step_fn(params))  # compiles
     times = []

@@ -27,10 +27,15 @@ Configurations (each in its own worker process, ``_harness.run_worker``):
   per interval: pnode dopri5 is not run, and torchdiffeq's row is extrapolated from a
   window of the interval that takes about 30 steps (time and memory scaled by the
   interval's length over the window's; no gradient);
-- ``diffrax KenCarp4``: benchmarks/_diffrax_pde.py under ``--jax-python`` (vmapped over the
-  batch, same data, weights and step; its gradient compared like the others; one repeat at
-  N > 64, where its chord method's dense 512 x 512 LU per sample takes about a minute per
-  iteration).
+- ``diffrax KenCarp4``: benchmarks/_diffrax_pde.py under ``--jax-python`` (``jax.lax.map``
+  over the batch: ``jax.vmap`` deadlocks jaxlib 0.10.2's CPU runtime at N = 64, see that
+  file; same data, weights and step; its gradient compared like the others; one repeat at
+  N > 64, where its chord method's dense 512 x 512 LU per sample makes an iteration long);
+- ``dense-Jacobian reference``: on the first ``DENSE_SAMPLES`` samples only, the gradient of
+  the same discrete solve with the whole ``DENSE_SAMPLES * N`` square Jacobian formed densely
+  (reverse mode, ``options["jacobian"] = "dense"``) and LU-factored at every stage, against
+  the ``kencarp4 sparse+linear`` gradient on the same samples (its row's gradient column);
+  its time is one gradient evaluation of those samples, not a training iteration.
 
 IMEX runs use a fixed step of 0.125. At N = 512 a converged stage's residual has a
 round-off floor of about 1e-8 (the operator's norm is about 5e6); pnode scales Newton's
@@ -60,8 +65,10 @@ The machine is shared: timings are indicative only.
 
 Run: ``python benchmarks/stiff_pde.py --jax-python JAXVENV/bin/python`` (N = 64 and 512,
 3 repeats, 2-D at 128 x 128, 4 Adam iterations), ``--quick`` (N = 64, 1 repeat, 2-D at
-32 x 32; about two minutes), ``--configs``/``--rd-configs`` (a subset), ``--no-write``.
-Writes docs/benchmarks_stiff_pde.md.
+32 x 32; about two minutes), ``--configs``/``--rd-configs`` (a subset; ``--configs`` without
+``--rd-configs`` or ``--rd-grid`` runs the KS configurations alone), ``--no-write``. The KS-64
+comparison with diffrax alone: ``--sizes 64 --configs "kencarp4 sparse+linear,diffrax KenCarp4"``
+(about a minute). Writes docs/benchmarks_stiff_pde.md.
 """
 import argparse
 import datetime
@@ -77,8 +84,10 @@ from graphs import jax_python
 DOC = os.path.join(ROOT, "docs", "benchmarks_stiff_pde.md")
 LENGTH, INTERVAL, STEP, BATCH, HIDDEN = 22.0, 0.25, 0.125, 256, 104
 CONFIGS = ["kencarp4 blocks", "kencarp4 blocks+linear", "kencarp4 sparse", "kencarp4 sparse+linear",
-           "kencarp4 FFT PC", "pnode dopri5", "torchdiffeq dopri5", "diffrax KenCarp4"]
+           "kencarp4 FFT PC", "pnode dopri5", "torchdiffeq dopri5", "diffrax KenCarp4", "dense-Jacobian reference"]
 REFERENCE = "kencarp4 sparse+linear"
+DENSE = "dense-Jacobian reference"
+DENSE_SAMPLES = 2  # its Jacobian is (DENSE_SAMPLES * N)^2 dense, rebuilt every stage
 
 
 def ks_data(n, samples, seed=0):
@@ -190,6 +199,44 @@ def window_worker(n, repeats):
                             f"peak memory ~{(mem.peak - mem.before) / 1024 * scale / 1024:.0f} GB"}
 
 
+def imex_solver(net, n, config):
+    """pnode's kencarp4 solve of one ``kencarp4 ...`` configuration (``dense``: the whole
+    Jacobian formed densely and LU-factored every stage)."""
+    import pnode
+    opts = {"step_size": STEP, "func_explicit": net.ex}
+    if "sparse" in config:
+        opts["sparsity"] = {"grid": (n,), "stencil": 2, "periodic": True}
+    if "linear" in config:
+        opts["linear"] = True
+    if "dense" in config:
+        opts["jacobian"] = "dense"
+    if "FFT" in config:
+        opts.update(jacobian="matrix-free", preconditioner=fft_preconditioner(net.im.conv, n))
+    return pnode.ODESolver(net.im, method="kencarp4", options=opts)
+
+
+def dense_reference(n, samples=DENSE_SAMPLES):
+    """The ``kencarp4 sparse+linear`` gradient against the dense-Jacobian path's on the first
+    ``samples`` samples (same weights, data, step and loss): the time and loss of the dense
+    path's gradient evaluation and the largest relative difference of the two gradients."""
+    import torch
+    torch.set_num_threads(1)
+    u0, u1 = (u[:samples] for u in ks_data(n, BATCH))
+    t = torch.tensor([0.0, INTERVAL], dtype=torch.float64)
+    out = {}
+    for config in (REFERENCE, "kencarp4 dense"):
+        net = model(n)
+        solver = imex_solver(net, n, config)
+        start = time.perf_counter()
+        loss = (solver(u0, t)[-1] - u1).pow(2).mean()
+        loss.backward()
+        out[config] = (time.perf_counter() - start, torch.cat([p.grad.reshape(-1) for p in net.parameters()]),
+                       float(loss), solver.stats["steps"])
+    seconds, grad, loss, steps = out["kencarp4 dense"]
+    return {"times": [seconds], "grad": None, "steps": steps, "loss": loss, "samples": samples,
+            "dense_diff": _rel(out[REFERENCE][1].tolist(), grad.tolist())}
+
+
 def worker(n, config, repeats):
     """Time ``repeats`` training iterations (after one warm-up) of one configuration."""
     import torch
@@ -201,14 +248,7 @@ def worker(n, config, repeats):
     opt = torch.optim.Adam(params, lr=1e-3)
     t = torch.tensor([0.0, INTERVAL], dtype=torch.float64)
     if config.startswith("kencarp4"):
-        opts = {"step_size": STEP, "func_explicit": net.ex}
-        if "sparse" in config:
-            opts["sparsity"] = {"grid": (n,), "stencil": 2, "periodic": True}
-        if "linear" in config:
-            opts["linear"] = True
-        if "FFT" in config:
-            opts.update(jacobian="matrix-free", preconditioner=fft_preconditioner(net.im.conv, n))
-        solver = pnode.ODESolver(net.im, method="kencarp4", options=opts)
+        solver = imex_solver(net, n, config)
     elif config == "pnode dopri5":
         solver = pnode.ODESolver(net, method="dopri5", rtol=1e-6, atol=1e-8)
     else:
@@ -412,14 +452,8 @@ def diffrax_run(n, repeats, python):
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "ks.npz")
         run_worker(__file__, dict(n=n, path=path), task="export", timeout=600)
-        for attempt in (1, 2):
-            try:  # one retry: the JAX worker hung now and then (all threads in futex waits) on the loaded machine
-                return run_worker(os.path.join(HERE, "_diffrax_pde.py"), dict(weights=path, repeats=repeats),
-                                  python=python, timeout=240 if n <= 64 else 600)
-            except WorkerError as err:
-                if attempt == 2 or "timed out" not in str(err):
-                    raise
-                print(f"  N={n} diffrax worker timed out; retrying once", file=sys.stderr)
+        return run_worker(os.path.join(HERE, "_diffrax_pde.py"), dict(weights=path, repeats=repeats),
+                          python=python, timeout=240 if n <= 64 else 900)
 
 
 def _rel(a, b):
@@ -435,6 +469,8 @@ def measure(sizes, configs, repeats, jax=None):
             try:
                 if c.startswith("diffrax"):  # at N = 512 one repeat: its dense per-sample LUs take a minute
                     res[(n, c)] = diffrax_run(n, repeats if n <= 64 else 1, jax)
+                elif c == DENSE:
+                    res[(n, c)] = run_worker(__file__, dict(n=n), task="dense", timeout=600)
                 elif n > 64 and c == "torchdiffeq dopri5":
                     res[(n, c)] = run_worker(__file__, dict(n=n, repeats=repeats), task="window", timeout=600)
                 else:
@@ -463,6 +499,9 @@ def table(res, n, configs):
         diff = "reference" if c == REFERENCE else (f"{_rel(r['grad'], ref['grad']):.1e}"
                                                    if ref and ref.get("grad") and r.get("grad") else "-")
         name = f"{c} (extrapolated {r['extrapolated']})" if r.get("extrapolated") else c
+        if c == DENSE:  # another batch: its own comparison, with sparse+linear on the same samples
+            diff = f"{r['dense_diff']:.1e} (sparse+linear on the same {r['samples']} samples)"
+            name = f"{c} (first {r['samples']} samples; time: one gradient, no Adam step)"
         mem = f"{r['peak_mb']:.0f}" if r.get("peak_mb") is not None else "-"
         loss = f"{r['loss']:.6e}" if r.get("loss") is not None else "-"
         lines.append(f"| {name} | {med:.3f} | {min(r['times']):.3f}-{max(r['times']):.3f} | "
@@ -516,7 +555,7 @@ def main():
     p.add_argument("--repeats", type=int, default=None, help="timed iterations per configuration (default 3)")
     p.add_argument("--sizes", default=None, help="comma-separated grid sizes (default 64,512; --quick 64)")
     p.add_argument("--rd-grid", type=int, default=None, help="2-D grid points per axis (default 128; --quick 32; "
-                   "0 skips the 2-D benchmark)")
+                   "0, the default with --configs and no --rd-configs, skips the 2-D benchmark)")
     p.add_argument("--rd-iterations", type=int, default=None,
                    help="Adam iterations per 2-D configuration, the first untimed (default 4; --quick 2)")
     p.add_argument("--configs", default=None, help="comma-separated KS configurations (default all)")
@@ -527,7 +566,8 @@ def main():
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        return serve(args.worker, {"ks": worker, "rd": rd_worker, "export": export_weights, "window": window_worker})
+        return serve(args.worker, {"ks": worker, "rd": rd_worker, "export": export_weights, "window": window_worker,
+                                   "dense": dense_reference})
     repeats = args.repeats or (1 if args.quick else 3)
     sizes = [int(s) for s in (args.sizes or ("64" if args.quick else "64,512")).split(",")]
     load0, t0 = load_average(), time.perf_counter()
@@ -536,7 +576,8 @@ def main():
     if unknown:
         p.error(f"--configs: unknown {sorted(unknown)}; choose from {CONFIGS}")
     res = measure(sizes, configs, repeats, jax_python(args.jax_python))
-    grid = args.rd_grid if args.rd_grid is not None else (32 if args.quick else 128)
+    only_ks = args.configs is not None and args.rd_configs is None  # a KS subset asked for: KS alone
+    grid = args.rd_grid if args.rd_grid is not None else (0 if only_ks else 32 if args.quick else 128)
     rd_iterations = args.rd_iterations or (2 if args.quick else 4)
     rd_configs = RD_CONFIGS if args.rd_configs is None else [c.strip() for c in args.rd_configs.split(",")]
     if set(rd_configs) - set(RD_CONFIGS):
