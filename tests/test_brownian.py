@@ -25,7 +25,7 @@ def _random_intervals(rng, n, t0=0.0, t1=1.0):
 def test_brownian_repeatable_any_order(dt):
     rng = random.Random(1)
     queries = _random_intervals(rng, 40) + [(k * 0.01, (k + 1) * 0.01) for k in range(30)]
-    bm = pnode.BrownianInterval(0.0, 1.0, size=(4, 2), entropy=123, dt=dt)
+    bm = pnode.BrownianInterval(0.0, 1.0, size=(4, 2), entropy=123, dt=dt, halfway_tree=True)
     first = [bm(a, b) for a, b in queries]
     # Same object, repeated and shuffled queries.
     order = list(range(len(queries)))
@@ -33,22 +33,23 @@ def test_brownian_repeatable_any_order(dt):
     for k in order:
         assert torch.equal(bm(*queries[k]), first[k])
     # A fresh path with the same entropy, queried in reverse order, is the same path.
-    bm2 = pnode.BrownianInterval(0.0, 1.0, size=(4, 2), entropy=123, dt=dt)
+    bm2 = pnode.BrownianInterval(0.0, 1.0, size=(4, 2), entropy=123, dt=dt, halfway_tree=True)
     for k in reversed(range(len(queries))):
         assert torch.equal(bm2(*queries[k]), first[k])
     # A different entropy is a different path.
-    bm3 = pnode.BrownianInterval(0.0, 1.0, size=(4, 2), entropy=124, dt=dt)
+    bm3 = pnode.BrownianInterval(0.0, 1.0, size=(4, 2), entropy=124, dt=dt, halfway_tree=True)
     assert not torch.allclose(bm3(*queries[0]), first[0])
     assert bm(0.3, 0.3).abs().max() == 0
     assert torch.equal(bm(0.4), bm(0.0, 0.4))
 
 
+@pytest.mark.parametrize("halfway", [False, True])
 @pytest.mark.parametrize("levy", ["none", "space-time"])
 @pytest.mark.parametrize("dt", [None, 0.03])
-def test_brownian_additive(levy, dt):
+def test_brownian_additive(levy, dt, halfway):
     rng = random.Random(2)
     bm = pnode.BrownianInterval(-1.0, 2.0, size=(3, 4), entropy=5, dt=dt,
-                                levy_area_approximation=levy)
+                                levy_area_approximation=levy, halfway_tree=halfway)
     # The space-time area is split node by node (four normals per level): fewer points.
     n_triples, n_points = (20, 200) if levy == "none" else (8, 60)
     for _ in range(n_triples):
@@ -85,11 +86,12 @@ def _z_var(x, var):
     return abs((n - 1) * x.var().item() / var - (n - 1)) / math.sqrt(2 * (n - 1))
 
 
+@pytest.mark.parametrize("halfway", [False, True])
 @pytest.mark.parametrize("levy", ["none", "space-time"])
-def test_brownian_statistics(levy):
+def test_brownian_statistics(levy, halfway):
     n = 20000
     bm = pnode.BrownianInterval(0.0, 2.0, size=(n,), entropy=7, dt=0.1,
-                                levy_area_approximation=levy)
+                                levy_area_approximation=levy, halfway_tree=halfway)
     # Whole cells, unions of cells, and intervals deep inside a cell.
     intervals = [(0.0, 2.0), (0.3, 0.4), (0.3, 1.7), (0.31, 0.312), (0.1234, 0.1235),
                  (1.0, 1.0 + 1e-6)]
@@ -126,7 +128,8 @@ def test_brownian_sequential_is_local_and_memory_bounded():
 
     n = 4096
     dt = 1.0 / n
-    bm = pnode.BrownianInterval(0.0, 1.0, size=(2,), entropy=3, dt=dt, cache_size=32)
+    bm = pnode.BrownianInterval(0.0, 1.0, size=(2,), entropy=3, dt=dt, cache_size=32,
+                                halfway_tree=True)
     calls = {"children": 0}
     orig = bm._children
 
@@ -153,8 +156,8 @@ def test_brownian_point_shortcut_is_node_bisection():
     the same path as splitting the cell node by node."""
     rng = random.Random(4)
     queries = _random_intervals(rng, 30)
-    fast = pnode.BrownianInterval(0.0, 1.0, size=(3,), entropy=8, dt=0.1)
-    slow = pnode.BrownianInterval(0.0, 1.0, size=(3,), entropy=8, dt=0.1)
+    fast = pnode.BrownianInterval(0.0, 1.0, size=(3,), entropy=8, dt=0.1, halfway_tree=True)
+    slow = pnode.BrownianInterval(0.0, 1.0, size=(3,), entropy=8, dt=0.1, halfway_tree=True)
     slow._by_points = False
     for a, b in queries:
         assert (fast(a, b) - slow(a, b)).abs().max() <= 1e-12
@@ -235,8 +238,33 @@ def test_brownian_split_at_queries_statistics_and_memory():
 def test_brownian_point_queries_any_size(size):
     """Off-grid points of a scalar (size ()) or empty motion have the motion's shape
     (torchsde's test_shape); with a coarse tol the point is interpolated."""
-    for tol in (0.0, 0.5):
-        bm = pnode.BrownianInterval(0.0, 1.0, size=size, entropy=1, tol=tol)
+    for tol, halfway in ((0.0, False), (0.0, True), (0.5, True)):
+        bm = pnode.BrownianInterval(0.0, 1.0, size=size, entropy=1, tol=tol, halfway_tree=halfway)
         w = bm(0.3, 0.77)
         assert w.shape == torch.Size(size)
         assert torch.allclose(bm(0.3) + w, bm(0.77), atol=1e-12)
+
+
+def test_brownian_default_tree_is_torchsdes():
+    """torchsde's defaults: BrownianInterval and BrownianPath split at the queries (the
+    path depends on their order), BrownianTree and halfway_tree=True do not."""
+    from pnode.sde import BrownianPath, BrownianTree
+
+    def two_orders(make):
+        a, b = make(), make()
+        wa = a(0.3, 0.7)
+        b(0.0, 0.5)
+        return wa, b(0.3, 0.7)
+
+    kw = dict(size=(64,), entropy=5)
+    w1, w2 = two_orders(lambda: pnode.BrownianInterval(0.0, 1.0, **kw))
+    assert (w1 - w2).abs().max() > 1e-3
+    assert pnode.BrownianInterval(0.0, 1.0, **kw).split_at_queries
+    w1, w2 = two_orders(lambda: pnode.BrownianInterval(0.0, 1.0, halfway_tree=True, **kw))
+    assert torch.equal(w1, w2)
+    w1, w2 = two_orders(lambda: BrownianTree(0.0, torch.zeros(64), entropy=5))
+    assert torch.equal(w1, w2)
+    assert BrownianPath(0.0, torch.zeros(3))._base.split_at_queries
+    assert not pnode.BrownianInterval(0.0, 1.0, split_at_queries=False, **kw).split_at_queries
+    with pytest.raises(ValueError, match="split_at_queries"):
+        pnode.BrownianInterval(0.0, 1.0, halfway_tree=True, split_at_queries=True, **kw)

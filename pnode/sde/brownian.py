@@ -1,23 +1,29 @@
-"""Brownian motion sampled on demand from a fixed binary tree of intervals.
+"""Brownian motion sampled on demand from a binary tree of intervals.
 
-The path over ``[t0, t1]`` is defined by a *canonical* tree. Its upper levels split
-``[t0, t1]`` on cell boundaries, balanced over the cells: ``t0 + k*dt`` for a step hint
-``dt``; every step of a pnode solver's grid (output times included) for an interval that
-a solver adopted before its first query; a single cell otherwise. Every cell is then
-bisected at floating-point midpoints, down to float64 resolution. A node's increment is
-drawn from the Brownian bridge conditioned on its parent's increment, with normals from a
-counter-based generator (Philox) keyed by a 64-bit hash of the node's position in the
-tree. So ``W(tb) - W(ta)`` is a fixed function of ``entropy``, ``t0``, ``t1``, the cell
-grid and the query: it does not depend on which queries came before or in what order,
-repeated queries agree bit for bit, and increments over adjacent intervals add up (to
-round-off).
+The tree's upper levels split ``[t0, t1]`` on cell boundaries, balanced over the cells:
+``t0 + k*dt`` for a step hint ``dt``; every step of a pnode solver's grid (output times
+included) for an interval that a solver adopted before its first query; a single cell
+otherwise. Inside a cell there are two trees, as in torchsde:
 
-Memory is bounded: node increments live in an LRU cache of ``cache_size`` entries, and
-the only nodes kept alive are the ancestors of the last queried node (the tree is never
-stored; a node is rebuilt from its parent when needed). Queries are answered by searching
-from the last queried node rather than from the root (Kidger et al. 2021), so the
-sequential pattern of a fixed-step solver costs O(1) node splits per step. A point inside
-a cell costs one normal draw per bisection level (about 45 for an arbitrary float).
+- split at the queries (the default, torchsde's ``halfway_tree=False``): a cell is split
+  at the first query point falling in it, each half at the next one, and so on; a new
+  point costs one normal draw, and the path depends on the order of the queries;
+- order-independent (``halfway_tree=True``): every cell is bisected at floating-point
+  midpoints down to float64 resolution, so ``W(tb) - W(ta)`` is a fixed function of
+  ``entropy``, ``t0``, ``t1``, the cell grid and the query, whatever came before; a
+  point inside a cell costs one normal draw per bisection level (about 45).
+
+A node's increment is drawn from the Brownian bridge conditioned on its parent's
+increment, with normals from a counter-based generator (Philox) keyed by a 64-bit hash of
+the node's position in the tree; in both trees repeated queries agree bit for bit and
+increments over adjacent intervals add up (to round-off).
+
+Node increments live in an LRU cache of ``cache_size`` entries; a node is rebuilt from
+its parent when needed. The order-independent tree stores nothing else (only the
+ancestors of the last queried node are alive); the split tree keeps the structure of the
+cells it has split (memory grows with the distinct query points). Queries are answered by
+searching from the last queried node rather than from the root (Kidger et al. 2021), so
+the sequential pattern of a fixed-step solver costs O(1) node splits per step.
 """
 
 from __future__ import annotations
@@ -84,15 +90,15 @@ class BrownianInterval(BaseBrownian):
         size: shape of ``W(t)`` for one time, e.g. ``(batch, m)`` (tuple or int).
         dtype: ``torch.float32`` or ``torch.float64`` (default: torch's default dtype).
         device: device of the returned tensors (default CPU).
-        entropy: integer seed. The same entropy (with the same ``t0``, ``t1``, ``dt``)
-            gives the same path; ``None`` draws one from torch's global generator.
+        entropy: integer seed. The same entropy (with the same ``t0``, ``t1``, ``dt``,
+            and, for the default tree, the same queries in the same order) gives the
+            same path; ``None`` draws one from torch's global generator.
         dt: optional step hint. The tree then has nodes exactly on ``t0 + k*dt``, so a
             fixed-step solver starting at ``t0`` with step ``dt`` is served in O(1)
-            splits per step. Without it the tree bisects ``[t0, t1]`` dyadically;
-            queries at non-dyadic times are still exact but a new point costs about 45
-            normal draws (one per bisection level). A hint-less interval that has not
-            been queried yet and starts at the solver's ``ts[0]`` adopts the grid of the
-            first pnode solver using it (a node on every step, output times included).
+            splits per step. Without it ``[t0, t1]`` is a single cell. A hint-less
+            interval that has not been queried yet and starts at the solver's ``ts[0]``
+            adopts the grid of the first pnode solver using it (a node on every step,
+            output times included).
         tol: time resolution: intervals shorter than ``tol`` are not bisected further
             (queries inside one interpolate linearly). 0 (default): float resolution.
         pool_size: accepted for torchsde compatibility (pnode draws every node's
@@ -100,9 +106,13 @@ class BrownianInterval(BaseBrownian):
         cache_size: number of node increments (and in-cell point values) kept in the
             LRU cache; bounds memory to about ``cache_size * prod(size)`` numbers,
             times 2 with the space-time Lévy area. ``None``: unbounded.
-        halfway_tree: accepted for torchsde compatibility: pnode's path is always a
-            function of ``entropy`` alone, whatever the order of the queries (what
-            torchsde's ``halfway_tree=True`` buys).
+        halfway_tree: torchsde's switch between its two trees, with its meaning.
+            ``False`` (default, as torchsde): the tree is split at the query points
+            (see ``split_at_queries``): one normal draw per new point, and the path is
+            a function of ``entropy`` *and of the locations and order of the
+            queries*. ``True``: the order-independent tree described above, the path a
+            function of ``entropy`` alone (torchsde's dyadic tree; unlike torchsde,
+            pnode needs neither ``tol > 0`` nor ``dt=None`` for it).
         levy_area_approximation: ``"none"``, ``"space-time"``, ``"davie"`` or
             ``"foster"``. With ``"space-time"`` every node also carries its space-time
             Lévy area ``H`` (see ``__call__``); ``"davie"`` and ``"foster"`` add an
@@ -111,14 +121,15 @@ class BrownianInterval(BaseBrownian):
             variance ``h^2/12`` (Davie) or ``h^2/20 + h/5 (H_i^2 + H_j^2)`` (Foster), so
             that ``A_ij`` has the exact variance ``h^2/4``; areas of unions of nodes
             follow Chen's relation.
-        split_at_queries: pnode's switch to torchsde's default tree (its
-            ``halfway_tree=False``): inside a cell, an interval is split at the query
-            point that falls in it, so a new point costs one bridge sample (one normal
-            draw) instead of one per bisection level; the path is then a function of
-            ``entropy`` *and of the order of the queries* (repeated queries still agree
-            bit for bit, increments still add up), and the tree's structure is kept, so
-            memory grows with the number of distinct query points. Default ``False``:
-            the order-independent tree described above.
+        split_at_queries: the tree inside a cell, stated directly (pnode's spelling;
+            ``None``, the default, means ``not halfway_tree``). ``True``: a cell is
+            split at the query point that falls in it, so a new point costs one bridge
+            sample (one normal draw) instead of one per bisection level; repeated
+            queries still agree bit for bit (also after cache eviction) and increments
+            add up, but the path depends on the order of the queries, and the tree's
+            structure is kept, so memory grows with the number of distinct query
+            points. ``False``: the order-independent tree. ``True`` together with
+            ``halfway_tree=True`` is a contradiction and raises ``ValueError``.
         W, H: the increment and space-time Lévy area over ``[t0, t1]`` (default:
             drawn). ``W`` also gives ``size``, ``dtype`` and ``device`` when they are
             not passed.
@@ -130,7 +141,7 @@ class BrownianInterval(BaseBrownian):
 
     def __init__(self, t0=0.0, t1=1.0, size=None, dtype=None, device=None, entropy=None,
                  dt=None, tol=0.0, pool_size=8, cache_size=45, halfway_tree=False,
-                 levy_area_approximation="none", W=None, H=None, split_at_queries=False):
+                 levy_area_approximation="none", W=None, H=None, split_at_queries=None):
         t0 = _as_time(t0, "t0")
         t1 = _as_time(t1, "t1")
         if not t0 < t1:
@@ -180,7 +191,7 @@ class BrownianInterval(BaseBrownian):
         self._last = self._root
         self._cache: OrderedDict = OrderedDict()
         self._queried = False
-        self._qsplit = bool(split_at_queries)
+        self._qsplit = _check_tree(halfway_tree, split_at_queries)
         self._qroots = {}  # (a, b) -> the kept node of a cell split inside (split_at_queries)
         self._by_points = not self._have_H and not self._qsplit
         self._bitgen = np.random.Philox(key=0)
@@ -750,6 +761,17 @@ def _check_options(dtype, levy_area_approximation, cache_size):
         raise ValueError("BrownianInterval: cache_size must be an int >= 4, "
                          f"got {cache_size!r}")
     return dtype
+
+
+def _check_tree(halfway_tree, split_at_queries):
+    """Whether cells split at the queries: ``split_at_queries``, or by default torchsde's
+    ``halfway_tree=False`` (split) / ``True`` (order-independent)."""
+    if split_at_queries is None:
+        return not halfway_tree
+    if split_at_queries and halfway_tree:
+        raise ValueError("BrownianInterval: split_at_queries=True contradicts halfway_tree=True "
+                         "(the order-independent tree); pass one of them")
+    return bool(split_at_queries)
 
 
 def _check_entropy(entropy):
