@@ -268,3 +268,45 @@ def test_brownian_default_tree_is_torchsdes():
     assert not pnode.BrownianInterval(0.0, 1.0, split_at_queries=False, **kw).split_at_queries
     with pytest.raises(ValueError, match="split_at_queries"):
         pnode.BrownianInterval(0.0, 1.0, halfway_tree=True, split_at_queries=True, **kw)
+
+
+def test_node_normals_torch_route_keyed_by_64_bits():
+    """Large draws come from torch's generator keyed through its whole state: a seed
+    change above bit 32 (which manual_seed ignores) gives a different, independent draw;
+    the same seed repeats; the numbers are N(0, 1); the thread count does not matter."""
+    from pnode.sde import normals
+
+    assert normals._check_torch_layout()  # else every draw would take the numpy route
+    n = 1 << 16
+    assert n >= normals.TORCH_MIN_NUMEL
+    gen = normals.NodeNormals(stream=12345, dtype=torch.float64)
+    s = 0x1234_5678_9ABC
+    a = gen.draw(s, (n,))
+    b = gen.draw(s + (1 << 32), (n,))
+    c = gen.draw(s ^ (1 << 63), (n,))
+    assert torch.equal(gen.draw(s, (n,)), a)
+    other = normals.NodeNormals(stream=12346, dtype=torch.float64)
+    d = other.draw(s, (n,))
+    for x in (b, c, d):
+        assert abs(torch.corrcoef(torch.stack([a, x]))[0, 1].item()) * math.sqrt(n) < 4.5
+    for x in (a, b, c, d):
+        assert _z_mean(x, 1.0) < 4.5 and _z_var(x, 1.0) < 4.5
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        assert torch.equal(gen.draw(s, (n,)), a)
+    finally:
+        torch.set_num_threads(threads)
+    rows = gen.draw_rows([s, s + (1 << 32)], (256, 256))
+    assert torch.equal(rows[0].reshape(-1), a) and torch.equal(rows[1].reshape(-1), b)
+
+
+def test_brownian_large_point_shortcut_is_node_bisection():
+    """The point shortcut draws its levels with draw_rows; on the torch route (a large
+    motion) it must still be the path of node-by-node bisection."""
+    rng = random.Random(5)
+    kw = dict(size=(48, 48), entropy=8, dt=0.1, halfway_tree=True)
+    fast, slow = pnode.BrownianInterval(0.0, 1.0, **kw), pnode.BrownianInterval(0.0, 1.0, **kw)
+    slow._by_points = False
+    for a, b in _random_intervals(rng, 4):
+        assert (fast(a, b) - slow(a, b)).abs().max() <= 1e-12

@@ -14,9 +14,9 @@ otherwise. Inside a cell there are two trees, as in torchsde:
   point inside a cell costs one normal draw per bisection level (about 45).
 
 A node's increment is drawn from the Brownian bridge conditioned on its parent's
-increment, with normals from a counter-based generator (Philox) keyed by a 64-bit hash of
-the node's position in the tree; in both trees repeated queries agree bit for bit and
-increments over adjacent intervals add up (to round-off).
+increment, with normals keyed by a 64-bit hash of the node's position in the tree (and
+a word of the entropy; see :mod:`pnode.sde.normals`); in both trees repeated queries
+agree bit for bit and increments over adjacent intervals add up (to round-off).
 
 Node increments live in an LRU cache of ``cache_size`` entries; a node is rebuilt from
 its parent when needed. The order-independent tree stores nothing else (only the
@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from .brownian_base import BaseBrownian
+from .normals import NodeNormals
 
 __all__ = ["BrownianInterval"]
 
@@ -166,7 +167,6 @@ class BrownianInterval(BaseBrownian):
         self._cells = _UniformCells(t0, t1, dt, ncells)
         self._size = torch.Size(size)
         self._dtype = dtype
-        self._np_dtype = np.float32 if dtype == torch.float32 else np.float64
         self._device = torch.device(device) if device is not None else torch.device("cpu")
         self._entropy = int(entropy)
         self._levy = levy_area_approximation
@@ -194,14 +194,7 @@ class BrownianInterval(BaseBrownian):
         self._qsplit = _check_tree(halfway_tree, split_at_queries)
         self._qroots = {}  # (a, b) -> the kept node of a cell split inside (split_at_queries)
         self._by_points = not self._have_H and not self._qsplit
-        self._bitgen = np.random.Philox(key=0)
-        self._npgen = np.random.Generator(self._bitgen)
-        self._philox_key = np.array([0, self._stream], np.uint64)
-        self._philox_state = {
-            "bit_generator": "Philox",
-            "state": {"counter": np.zeros(4, np.uint64), "key": self._philox_key},
-            "buffer": np.zeros(4, np.uint64), "buffer_pos": 4, "has_uint32": 0, "uinteger": 0,
-        }
+        self._gen = NodeNormals(self._stream, dtype)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -435,19 +428,9 @@ class BrownianInterval(BaseBrownian):
         return left, right
 
     # ------------------------------------------------------------------ values
-    def _seed_generator(self, seed):
-        # Philox is counter-based: keying it with (stream, node seed) gives every node
-        # its own independent stream with no state carried between nodes.
-        # The state dict is built once and only its key's first word changes: the
-        # setter copies it, so reusing it is safe and saves building arrays per node.
-        self._philox_key[0] = seed
-        self._bitgen.state = self._philox_state
-
     def _normals(self, seed, count, shape=None):
-        self._seed_generator(seed)
         shape = tuple(self._size) if shape is None else tuple(shape)
-        x = self._npgen.standard_normal((count,) + shape, dtype=self._np_dtype)
-        x = torch.from_numpy(x)
+        x = self._gen.draw(seed, (count,) + shape)
         if self._device.type != "cpu":
             x = x.to(self._device)
         return x
@@ -634,15 +617,10 @@ class BrownianInterval(BaseBrownian):
                 coef.append(sd * ((hi - s) / (hi - m)))
                 lo, seed = m, _mix64(seed ^ _RIGHT)
             level += 1
-        xi = np.empty((len(seeds),) + tuple(self._size), dtype=self._np_dtype)
-        rows = xi.reshape(len(seeds), math.prod(self._size))  # a row per level, even for size ()
-        for k, sd in enumerate(seeds):
-            self._seed_generator(sd)
-            self._npgen.standard_normal(out=rows[k], dtype=self._np_dtype)
-        c = coef
-        noise = np.tensordot(np.asarray(c[1:len(seeds) + 1]), xi, axes=1)
-        x = torch.from_numpy(np.asarray(noise)).to(device=self._device, dtype=self._dtype)
-        x = x.add_(v, alpha=c[0])
+        xi = self._gen.draw_rows(seeds, self._size)
+        c = torch.tensor(coef[1:len(seeds) + 1], dtype=self._dtype)
+        x = torch.tensordot(c, xi, dims=1).to(self._device)
+        x = x.add_(v, alpha=coef[0])
         self._cache_put(key, x)
         return x
 
