@@ -6,8 +6,10 @@ included) for an interval that a solver adopted before its first query; a single
 otherwise. Inside a cell there are two trees, as in torchsde:
 
 - split at the queries (the default, torchsde's ``halfway_tree=False``): a cell is split
-  at the first query point falling in it, each half at the next one, and so on; a new
-  point costs one normal draw, and the path depends on the order of the queries;
+  at the first query point falling in it, each half at the next one, and so on (a node
+  over 4 times longer than the query is bisected first, which keeps the depth
+  logarithmic); a new point costs about one normal draw, and the path depends on the
+  order of the queries;
 - order-independent (``halfway_tree=True``): every cell is bisected at floating-point
   midpoints down to float64 resolution, so ``W(tb) - W(ta)`` is a fixed function of
   ``entropy``, ``t0``, ``t1``, the cell grid and the query, whatever came before; a
@@ -50,6 +52,10 @@ _ROOT = 0xA4093822299F31D0
 # resolution of any realistic time); a query inside such a node falls back to linear
 # interpolation, which keeps additivity exact but is only an approximation of the law.
 _MAX_SUBCELL_LEVEL = 100
+
+# In a tree split at the queries, a node longer than this many query lengths is bisected
+# instead (see BrownianInterval._query_split).
+_SPLIT_SPAN = 4
 
 _LEVY_AREA_APPROXIMATIONS = ("none", "space-time", "davie", "foster")
 _AREA = 0xB7E151628AED2A6A  # seed offset of a node's Lévy-area noise
@@ -124,8 +130,10 @@ class BrownianInterval(BaseBrownian):
             follow Chen's relation.
         split_at_queries: the tree inside a cell, stated directly (pnode's spelling;
             ``None``, the default, means ``not halfway_tree``). ``True``: a cell is
-            split at the query point that falls in it, so a new point costs one bridge
-            sample (one normal draw) instead of one per bisection level; repeated
+            split at the query point that falls in it (after bisecting nodes over 4
+            times longer than the query interval, so that sequential queries do not
+            build a deep chain), so a new point costs about one bridge sample (one
+            normal draw) instead of one per bisection level; repeated
             queries still agree bit for bit (also after cache eviction) and increments
             add up, but the path depends on the order of the queries, and the tree's
             structure is kept, so memory grows with the number of distinct query
@@ -192,6 +200,7 @@ class BrownianInterval(BaseBrownian):
         self._cache: OrderedDict = OrderedDict()
         self._queried = False
         self._qsplit = _check_tree(halfway_tree, split_at_queries)
+        self._query_length = t1 - t0
         self._qroots = {}  # (a, b) -> the kept node of a cell split inside (split_at_queries)
         self._by_points = not self._have_H and not self._qsplit
         self._gen = NodeNormals(self._stream, dtype)
@@ -383,7 +392,7 @@ class BrownianInterval(BaseBrownian):
                 kept = self._qroots[(n.a, n.b)]  # n is a stale copy of a kept cell
                 n.split, n.kids = kept.split, kept.kids
             if n.split is None and query is not None and n.a < query < n.b and n.b - n.a > self._tol:
-                n.split = query
+                n.split = self._query_split(n, query)
                 if n.i is not None:  # a cell's first split: keep its node from now on
                     self._qroots[(n.a, n.b)] = n
             return n.split
@@ -393,6 +402,21 @@ class BrownianInterval(BaseBrownian):
         if not n.a < m < n.b:  # a and b are adjacent floats
             return None
         return m
+
+    def _query_split(self, n, query):
+        """Where a split tree splits ``n`` for a query point inside it: at the point,
+        unless ``n`` is over ``_SPLIT_SPAN`` times longer than the query interval; then
+        at its midpoint. Splitting sequential queries at their points alone would hang
+        the remainders ``[t_k, b]`` one below the other, a chain whose depth (the cost of
+        rebuilding an evicted value, so of a backward sweep) grows with the number of
+        queries; bisecting first keeps the depth ~log2(length / query) + _SPLIT_SPAN, as
+        torchsde's dependency tree does."""
+        h = n.b - n.a
+        if h > _SPLIT_SPAN * self._query_length:
+            m = n.a + 0.5 * h
+            if n.a < m < n.b:
+                return m
+        return query
 
     def _children(self, n, m):
         if self._qsplit:
@@ -549,6 +573,7 @@ class BrownianInterval(BaseBrownian):
     def _increment(self, ta, tb):
         # Search from the last queried node: a fixed-step solver's next query sits next
         # to the previous one, so the common ancestor is usually a few levels up.
+        self._query_length = tb - ta
         n = self._last
         while not (n.a <= ta and tb <= n.b):
             n = n.parent
