@@ -7,7 +7,7 @@ otherwise. Inside a cell there are two trees, as in torchsde:
 
 - split at the queries (the default, torchsde's ``halfway_tree=False``): a cell is split
   at the first query point falling in it, each half at the next one, and so on (a node
-  over 4 times longer than the query is bisected first, which keeps the depth
+  over 8 times longer than the query is bisected first, which keeps the depth
   logarithmic); a new point costs about one normal draw, and the path depends on the
   order of the queries;
 - order-independent (``halfway_tree=True``): every cell is bisected at floating-point
@@ -55,7 +55,7 @@ _MAX_SUBCELL_LEVEL = 100
 
 # In a tree split at the queries, a node longer than this many query lengths is bisected
 # instead (see BrownianInterval._query_split).
-_SPLIT_SPAN = 4
+_SPLIT_SPAN = 8
 
 _LEVY_AREA_APPROXIMATIONS = ("none", "space-time", "davie", "foster")
 _AREA = 0xB7E151628AED2A6A  # seed offset of a node's Lévy-area noise
@@ -130,7 +130,7 @@ class BrownianInterval(BaseBrownian):
             follow Chen's relation.
         split_at_queries: the tree inside a cell, stated directly (pnode's spelling;
             ``None``, the default, means ``not halfway_tree``). ``True``: a cell is
-            split at the query point that falls in it (after bisecting nodes over 4
+            split at the query point that falls in it (after bisecting nodes over 8
             times longer than the query interval, so that sequential queries do not
             build a deep chain), so a new point costs about one bridge sample (one
             normal draw) instead of one per bisection level; repeated
