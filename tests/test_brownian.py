@@ -328,3 +328,19 @@ def test_brownian_split_tree_sequential_sweeps_stay_shallow():
     assert all(torch.equal(x, y) for x, y in zip(first, reversed(back)))
     assert len(calls) / (2 * n) < 2.5
     assert (sum(first) - bm(0.0, 1.0)).abs().max() <= 1e-12
+
+
+def test_brownian_draws_on_cpu_whatever_the_default_device():
+    """Node normals are drawn on the CPU (then moved to ``device``) even when torch's
+    default device is another one (here "meta", which computes nothing)."""
+    want = [pnode.BrownianInterval(0.0, 1.0, size=(48, 48), entropy=1, halfway_tree=hw)(0.1, 0.3)
+            for hw in (False, True)]
+    before = torch.get_default_device()
+    try:
+        torch.set_default_device("meta")
+        got = [pnode.BrownianInterval(0.0, 1.0, size=(48, 48), entropy=1, device="cpu",
+                                      halfway_tree=hw)(0.1, 0.3) for hw in (False, True)]
+    finally:
+        torch.set_default_device(before)
+    for w, g in zip(want, got):
+        assert g.device.type == "cpu" and torch.equal(w, g)

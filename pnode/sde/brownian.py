@@ -643,7 +643,7 @@ class BrownianInterval(BaseBrownian):
                 lo, seed = m, _mix64(seed ^ _RIGHT)
             level += 1
         xi = self._gen.draw_rows(seeds, self._size)
-        c = torch.tensor(coef[1:len(seeds) + 1], dtype=self._dtype)
+        c = torch.tensor(coef[1:len(seeds) + 1], dtype=self._dtype, device="cpu")
         x = torch.tensordot(c, xi, dims=1).to(self._device)
         x = x.add_(v, alpha=coef[0])
         self._cache_put(key, x)

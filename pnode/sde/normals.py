@@ -55,7 +55,7 @@ def _mt_init_words(seed):
 
 def _check_torch_layout():
     """Whether writing mt19937 words into the serialised state reproduces manual_seed."""
-    g = torch.Generator()
+    g = torch.Generator(device="cpu")
     g.manual_seed(0)
     state = g.get_state()
     if state.numel() != _STATE_BYTES or state.dtype != torch.uint8:
@@ -66,10 +66,11 @@ def _check_torch_layout():
         g.set_state(state)
     except RuntimeError:
         return False
-    ref = torch.Generator()
+    ref = torch.Generator(device="cpu")
     ref.manual_seed(seed)
     for n in (5, 64):  # the scalar and the vectorised normals
-        if not torch.equal(torch.randn(n, generator=g), torch.randn(n, generator=ref)):
+        mine = torch.randn(n, generator=g, device="cpu")
+        if not torch.equal(mine, torch.randn(n, generator=ref, device="cpu")):
             return False
     return True
 
@@ -119,7 +120,7 @@ class NodeNormals:
 
     def _key_torch(self, seed):
         if self._torch_gen is None:
-            self._torch_gen = torch.Generator()
+            self._torch_gen = torch.Generator(device="cpu")
             self._torch_state = self._torch_gen.get_state()
         self._key_philox(seed)
         buf = self._torch_state.numpy()
@@ -129,10 +130,11 @@ class NodeNormals:
 
     def draw(self, seed: int, shape) -> torch.Tensor:
         """A fresh CPU tensor of shape ``shape`` of independent N(0, 1) numbers, the same
-        for the same ``seed`` and shape."""
+        for the same ``seed`` and shape (on the CPU whatever torch's default device)."""
         shape = tuple(shape)
         if math.prod(shape) >= TORCH_MIN_NUMEL and _torch_route_available():
-            return torch.randn(shape, generator=self._key_torch(seed), dtype=self._dtype)
+            return torch.randn(shape, generator=self._key_torch(seed), dtype=self._dtype,
+                               device="cpu")
         self._key_philox(seed)
         return torch.from_numpy(self._npgen.standard_normal(shape, dtype=self._np_dtype))
 
@@ -142,9 +144,10 @@ class NodeNormals:
         shape = tuple(shape)
         numel = math.prod(shape)
         if numel >= TORCH_MIN_NUMEL and _torch_route_available():
-            out = torch.empty((len(seeds), numel), dtype=self._dtype)
+            out = torch.empty((len(seeds), numel), dtype=self._dtype, device="cpu")
             for k, seed in enumerate(seeds):
-                torch.randn(numel, generator=self._key_torch(seed), dtype=self._dtype, out=out[k])
+                torch.randn(numel, generator=self._key_torch(seed), dtype=self._dtype,
+                            device="cpu", out=out[k])
             return out.reshape((len(seeds),) + shape)
         out = np.empty((len(seeds), numel), dtype=self._np_dtype)  # a row even for shape ()
         for k, seed in enumerate(seeds):
