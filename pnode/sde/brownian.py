@@ -115,7 +115,7 @@ class BrownianInterval(BaseBrownian):
             times 2 with the space-time Lévy area. ``None``: unbounded.
         halfway_tree: torchsde's switch between its two trees, with its meaning.
             ``False`` (default, as torchsde): the tree is split at the query points
-            (see ``split_at_queries``): one normal draw per new point, and the path is
+            (see ``split_at_queries``): about one normal draw per new point; the path is
             a function of ``entropy`` *and of the locations and order of the
             queries*. ``True``: the order-independent tree described above, the path a
             function of ``entropy`` alone (torchsde's dyadic tree; unlike torchsde,
@@ -133,11 +133,10 @@ class BrownianInterval(BaseBrownian):
             split at the query point that falls in it (after bisecting nodes over 8
             times longer than the query interval, so that sequential queries do not
             build a deep chain), so a new point costs about one bridge sample (one
-            normal draw) instead of one per bisection level; repeated
-            queries still agree bit for bit (also after cache eviction) and increments
-            add up, but the path depends on the order of the queries, and the tree's
-            structure is kept, so memory grows with the number of distinct query
-            points. ``False``: the order-independent tree. ``True`` together with
+            normal draw) instead of one per bisection level; repeated queries still
+            agree bit for bit (also after cache eviction) and increments add up, but
+            the path depends on the order of the queries, and the tree's structure is
+            kept, so memory grows with the number of distinct query points. ``False``: the order-independent tree. ``True`` together with
             ``halfway_tree=True`` is a contradiction and raises ``ValueError``.
         W, H: the increment and space-time Lévy area over ``[t0, t1]`` (default:
             drawn). ``W`` also gives ``size``, ``dtype`` and ``device`` when they are
