@@ -28,11 +28,11 @@ Rows (torch on 1 thread, float32):
   (BrownianPath, BrownianTree with tol = 1e-5) on the same patterns, in each library (the
   paper: up to 10.6x).
 
-Each library offers two kinds of tree and both are measured, like against like:
-order-independent (pnode's default; torchsde's ``halfway_tree=True``, which needs
-``tol > 0``: 1e-12 here), whose path is a function of the entropy alone, and split at the
-query points (torchsde's default; pnode's ``split_at_queries=True``), one normal draw per
-new point, whose path depends on the order of the queries.
+Each library offers two kinds of tree and both are measured, like against like: split
+at the query points (both libraries' default, ``halfway_tree=False``), about one normal
+draw per new point, whose path depends on the order of the queries, and
+order-independent (``halfway_tree=True``; torchsde needs ``tol > 0`` with it: 1e-12 here
+for both), whose path is a function of the entropy alone.
 
 Run (after ``python -m venv /tmp/tsde && /tmp/tsde/bin/pip install torch==2.13.0
 torchsde==0.2.6``)::
@@ -284,8 +284,6 @@ def make_sampler(lib, sampler, size, hint, seed):
     m = load(lib)
     if sampler == "BrownianInterval":
         return m.BrownianInterval(0.0, 1.0, size=size, dt=hint, entropy=seed)
-    if sampler == "BrownianInterval (split_at_queries)":
-        return m.BrownianInterval(0.0, 1.0, size=size, dt=hint, entropy=seed, split_at_queries=True)
     if sampler == "BrownianInterval (halfway_tree)":
         return m.BrownianInterval(0.0, 1.0, size=size, dt=hint, entropy=seed, halfway_tree=True,
                                   tol=1e-12)
@@ -337,7 +335,7 @@ ALL = TORCHSDE_PATTERNS + ("solver sweep (dt=1e-3, hint)",)
 EARLIER = [("small 128x5", ALL), ("large 256x128", TORCHSDE_PATTERNS)]
 PLAN = {
     "pnode": [("BrownianInterval", [(size, ALL) for size in SIZES]),
-              ("BrownianInterval (split_at_queries)", [(size, ALL) for size in SIZES])]
+              ("BrownianInterval (halfway_tree)", [(size, ALL) for size in SIZES])]
     + [(s, EARLIER) for s in ("BrownianPath", "BrownianTree", "stored points")],
     "torchsde": [("BrownianInterval", [(size, ALL) for size in SIZES]),
                  ("BrownianInterval (halfway_tree)", [(size, TORCHSDE_PATTERNS) for size in SIZES])]
@@ -466,23 +464,22 @@ def report(args, train, bm, load_avg, tsde_versions, png_rel):
         "access: 99 queries, no step hint, torchsde's benchmarks/brownian.py; solver sweep: "
         "2000 queries on the hint's grid).",
         "",
-        "Two kinds of tree: order-independent (pnode's default; torchsde's "
-        "`halfway_tree=True`, with `tol=1e-12`: the path is a function of the entropy "
-        "alone) and split at the queries (torchsde's default; pnode's "
-        "`split_at_queries=True`: one draw per new point, the path depends on the order "
-        "of the queries). Ratios > 1: pnode faster.",
+        "Two kinds of tree: split at the queries (both libraries' default, "
+        "`halfway_tree=False`: about one draw per new point, the path depends on the order "
+        "of the queries) and order-independent (`halfway_tree=True`, with `tol=1e-12`: "
+        "the path is a function of the entropy alone). Ratios > 1: pnode faster.",
         "",
-        "| size | pattern | pnode order-indep. (s) | torchsde halfway_tree (s) | ratio | "
-        "pnode split_at_queries (s) | torchsde default (s) | ratio |",
+        "| size | pattern | pnode default (s) | torchsde default (s) | ratio | "
+        "pnode halfway_tree (s) | torchsde halfway_tree (s) | ratio |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for key in bm["pnode"]:
         sampler, size, pattern = key.split("|")
         if sampler != "BrownianInterval":
             continue
-        pairs = [(bm["pnode"][key], bm["torchsde"].get(f"BrownianInterval (halfway_tree)|{size}|{pattern}")),
-                 (bm["pnode"].get(f"BrownianInterval (split_at_queries)|{size}|{pattern}"),
-                  bm["torchsde"].get(key))]
+        halfway = f"BrownianInterval (halfway_tree)|{size}|{pattern}"
+        pairs = [(bm["pnode"][key], bm["torchsde"].get(key)),
+                 (bm["pnode"].get(halfway), bm["torchsde"].get(halfway))]
         cells = []
         for pv, tv in pairs:
             cells += [_fmt_s(pv) if pv else "-", _fmt_s(tv) if tv else "-",
@@ -514,8 +511,10 @@ def report(args, train, bm, load_avg, tsde_versions, png_rel):
         "Notes: an order-independent tree resolves a new query point off its grid by "
         "bisection to float resolution (one normal draw per level, 25-50 levels): the "
         "price of a path that is a function of the entropy alone. pnode's solvers do not "
-        "pay it on fixed steps: a BrownianInterval handed to pnode's sdeint adopts the "
-        "solver's grid, and the one sdeint creates itself (bm=None) splits at the queries.",
+        "pay it on fixed steps: a hint-less BrownianInterval handed to pnode's sdeint "
+        "adopts the solver's grid. Large draws (2048 numbers or more: the 256x128 and "
+        "512x256 rows) come from torch's generator keyed through its whole mt19937 state "
+        "(pnode.sde.normals), small ones from numpy's Philox.",
         "",
     ]
     return "\n".join(lines)
@@ -540,10 +539,10 @@ def plot(train, bm, path):
     ax.legend(fontsize=8)
     ax = axes[1]
     keys = [k for k in bm["pnode"] if k.startswith("BrownianInterval|")]
-    series = [("pnode order-independent", "pnode", "BrownianInterval|", "tab:blue"),
-              ("torchsde halfway_tree", "torchsde", "BrownianInterval (halfway_tree)|", "tab:gray"),
-              ("pnode split_at_queries", "pnode", "BrownianInterval (split_at_queries)|", "tab:cyan"),
-              ("torchsde default", "torchsde", "BrownianInterval|", "tab:orange")]
+    series = [("pnode default", "pnode", "BrownianInterval|", "tab:blue"),
+              ("torchsde default", "torchsde", "BrownianInterval|", "tab:orange"),
+              ("pnode halfway_tree", "pnode", "BrownianInterval (halfway_tree)|", "tab:cyan"),
+              ("torchsde halfway_tree", "torchsde", "BrownianInterval (halfway_tree)|", "tab:gray")]
     for i, (label, lib, prefix, color) in enumerate(series):
         ks = [k.replace("BrownianInterval|", prefix) for k in keys]
         meds = [statistics.median(bm[lib][k]) if k in bm[lib] else float("nan") for k in ks]

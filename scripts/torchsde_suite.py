@@ -1,19 +1,26 @@
 """Run torchsde 0.2.6's own test suite against ``pnode.sde`` and report every outcome.
 
 torchsde's ``tests/`` directory is not part of pnode: fetch it (``git clone
-https://github.com/google-research/torchsde``, tag ``v0.2.6``) and point this script at it::
+https://github.com/google-research/torchsde``) and point this script at it::
 
     .venv/bin/python scripts/torchsde_suite.py /path/to/torchsde/tests [--json out.json] [-k EXPR]
+        [--timeout SECONDS] [--progress FILE]
+
+Use the tests of the repository's head (commit eb3a00e): they are v0.2.6's with
+``pytest.skip(msg=...)`` spelt ``pytest.skip(reason=...)``; under pytest >= 8 the tag's
+spelling turns every CUDA skip into a ``TypeError``.
 
 ``import torchsde`` (and ``torchsde.settings``, ``torchsde.types``) is mapped to
 ``pnode.sde``; the suite then runs under pytest unchanged (it needs ``pytest`` and
 ``scipy``). Tests skipped for lack of CUDA are counted apart. The summary gives passes
-per test file and the reason of each failure (the last line of its error).
+per test file and the reason of each failure (the last line of its error); a test
+running past ``--timeout`` seconds counts as a failure ("Timeout").
 """
 import argparse
 import collections
 import json
 import os
+import signal
 import sys
 
 
@@ -25,6 +32,27 @@ def _install_alias():
     sys.modules["torchsde.settings"] = pnode.sde.settings
     sys.modules["torchsde.types"] = pnode.sde.types
     return sde
+
+
+class _Timeout(Exception):
+    """A test ran past ``--timeout``."""
+
+
+class _Alarm:
+    """pytest plugin: fail a test that runs longer than ``seconds`` (SIGALRM; main thread)."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def _ring(self, signum, frame):
+        raise _Timeout(f"Timeout: over {self.seconds} s")
+
+    def pytest_runtest_call(self, item):
+        signal.signal(signal.SIGALRM, self._ring)
+        signal.alarm(self.seconds)
+
+    def pytest_runtest_teardown(self, item):
+        signal.alarm(0)
 
 
 class _Recorder:
@@ -46,7 +74,7 @@ class _Recorder:
             self.records.append((report.nodeid, report.outcome, why))
             if self.progress:
                 with open(self.progress, "a") as fh:
-                    fh.write(f"{report.outcome} {report.nodeid} {why or ''}\n")
+                    fh.write(f"{report.outcome} {report.duration:.2f}s {report.nodeid} {why or ''}\n")
 
 
 def main(argv=None):
@@ -55,6 +83,8 @@ def main(argv=None):
     parser.add_argument("--json", help="write every test's outcome here")
     parser.add_argument("-k", dest="keyword", help="pytest -k expression (a subset of the suite)")
     parser.add_argument("--progress", help="append each outcome to this file as it happens")
+    parser.add_argument("--timeout", type=int, default=0,
+                        help="fail a test running longer than this many seconds (0: no limit)")
     args = parser.parse_args(argv)
     import pytest
     sde = _install_alias()
@@ -66,7 +96,8 @@ def main(argv=None):
     with open(os.devnull, "w") as devnull:
         stdout, sys.stdout = sys.stdout, devnull
         try:
-            pytest.main(pytest_args, plugins=[recorder])
+            plugins = [recorder] + ([_Alarm(args.timeout)] if args.timeout > 0 else [])
+            pytest.main(pytest_args, plugins=plugins)
         finally:
             sys.stdout = stdout
     by_file = collections.defaultdict(collections.Counter)

@@ -25,7 +25,7 @@ def _random_intervals(rng, n, t0=0.0, t1=1.0):
 def test_brownian_repeatable_any_order(dt):
     rng = random.Random(1)
     queries = _random_intervals(rng, 40) + [(k * 0.01, (k + 1) * 0.01) for k in range(30)]
-    bm = pnode.BrownianInterval(0.0, 1.0, size=(4, 2), entropy=123, dt=dt)
+    bm = pnode.BrownianInterval(0.0, 1.0, size=(4, 2), entropy=123, dt=dt, halfway_tree=True)
     first = [bm(a, b) for a, b in queries]
     # Same object, repeated and shuffled queries.
     order = list(range(len(queries)))
@@ -33,22 +33,23 @@ def test_brownian_repeatable_any_order(dt):
     for k in order:
         assert torch.equal(bm(*queries[k]), first[k])
     # A fresh path with the same entropy, queried in reverse order, is the same path.
-    bm2 = pnode.BrownianInterval(0.0, 1.0, size=(4, 2), entropy=123, dt=dt)
+    bm2 = pnode.BrownianInterval(0.0, 1.0, size=(4, 2), entropy=123, dt=dt, halfway_tree=True)
     for k in reversed(range(len(queries))):
         assert torch.equal(bm2(*queries[k]), first[k])
     # A different entropy is a different path.
-    bm3 = pnode.BrownianInterval(0.0, 1.0, size=(4, 2), entropy=124, dt=dt)
+    bm3 = pnode.BrownianInterval(0.0, 1.0, size=(4, 2), entropy=124, dt=dt, halfway_tree=True)
     assert not torch.allclose(bm3(*queries[0]), first[0])
     assert bm(0.3, 0.3).abs().max() == 0
     assert torch.equal(bm(0.4), bm(0.0, 0.4))
 
 
+@pytest.mark.parametrize("halfway", [False, True])
 @pytest.mark.parametrize("levy", ["none", "space-time"])
 @pytest.mark.parametrize("dt", [None, 0.03])
-def test_brownian_additive(levy, dt):
+def test_brownian_additive(levy, dt, halfway):
     rng = random.Random(2)
     bm = pnode.BrownianInterval(-1.0, 2.0, size=(3, 4), entropy=5, dt=dt,
-                                levy_area_approximation=levy)
+                                levy_area_approximation=levy, halfway_tree=halfway)
     # The space-time area is split node by node (four normals per level): fewer points.
     n_triples, n_points = (20, 200) if levy == "none" else (8, 60)
     for _ in range(n_triples):
@@ -85,11 +86,12 @@ def _z_var(x, var):
     return abs((n - 1) * x.var().item() / var - (n - 1)) / math.sqrt(2 * (n - 1))
 
 
+@pytest.mark.parametrize("halfway", [False, True])
 @pytest.mark.parametrize("levy", ["none", "space-time"])
-def test_brownian_statistics(levy):
+def test_brownian_statistics(levy, halfway):
     n = 20000
     bm = pnode.BrownianInterval(0.0, 2.0, size=(n,), entropy=7, dt=0.1,
-                                levy_area_approximation=levy)
+                                levy_area_approximation=levy, halfway_tree=halfway)
     # Whole cells, unions of cells, and intervals deep inside a cell.
     intervals = [(0.0, 2.0), (0.3, 0.4), (0.3, 1.7), (0.31, 0.312), (0.1234, 0.1235),
                  (1.0, 1.0 + 1e-6)]
@@ -126,7 +128,8 @@ def test_brownian_sequential_is_local_and_memory_bounded():
 
     n = 4096
     dt = 1.0 / n
-    bm = pnode.BrownianInterval(0.0, 1.0, size=(2,), entropy=3, dt=dt, cache_size=32)
+    bm = pnode.BrownianInterval(0.0, 1.0, size=(2,), entropy=3, dt=dt, cache_size=32,
+                                halfway_tree=True)
     calls = {"children": 0}
     orig = bm._children
 
@@ -153,8 +156,8 @@ def test_brownian_point_shortcut_is_node_bisection():
     the same path as splitting the cell node by node."""
     rng = random.Random(4)
     queries = _random_intervals(rng, 30)
-    fast = pnode.BrownianInterval(0.0, 1.0, size=(3,), entropy=8, dt=0.1)
-    slow = pnode.BrownianInterval(0.0, 1.0, size=(3,), entropy=8, dt=0.1)
+    fast = pnode.BrownianInterval(0.0, 1.0, size=(3,), entropy=8, dt=0.1, halfway_tree=True)
+    slow = pnode.BrownianInterval(0.0, 1.0, size=(3,), entropy=8, dt=0.1, halfway_tree=True)
     slow._by_points = False
     for a, b in queries:
         assert (fast(a, b) - slow(a, b)).abs().max() <= 1e-12
@@ -235,8 +238,109 @@ def test_brownian_split_at_queries_statistics_and_memory():
 def test_brownian_point_queries_any_size(size):
     """Off-grid points of a scalar (size ()) or empty motion have the motion's shape
     (torchsde's test_shape); with a coarse tol the point is interpolated."""
-    for tol in (0.0, 0.5):
-        bm = pnode.BrownianInterval(0.0, 1.0, size=size, entropy=1, tol=tol)
+    for tol, halfway in ((0.0, False), (0.0, True), (0.5, True)):
+        bm = pnode.BrownianInterval(0.0, 1.0, size=size, entropy=1, tol=tol, halfway_tree=halfway)
         w = bm(0.3, 0.77)
         assert w.shape == torch.Size(size)
         assert torch.allclose(bm(0.3) + w, bm(0.77), atol=1e-12)
+
+
+def test_brownian_default_tree_is_torchsdes():
+    """torchsde's defaults: BrownianInterval and BrownianPath split at the queries (the
+    path depends on their order), BrownianTree and halfway_tree=True do not."""
+    from pnode.sde import BrownianPath, BrownianTree
+
+    def two_orders(make):
+        a, b = make(), make()
+        wa = a(0.3, 0.7)
+        b(0.0, 0.5)
+        return wa, b(0.3, 0.7)
+
+    kw = dict(size=(64,), entropy=5)
+    w1, w2 = two_orders(lambda: pnode.BrownianInterval(0.0, 1.0, **kw))
+    assert (w1 - w2).abs().max() > 1e-3
+    assert pnode.BrownianInterval(0.0, 1.0, **kw).split_at_queries
+    w1, w2 = two_orders(lambda: pnode.BrownianInterval(0.0, 1.0, halfway_tree=True, **kw))
+    assert torch.equal(w1, w2)
+    w1, w2 = two_orders(lambda: BrownianTree(0.0, torch.zeros(64), entropy=5))
+    assert torch.equal(w1, w2)
+    assert BrownianPath(0.0, torch.zeros(3))._base.split_at_queries
+    assert not pnode.BrownianInterval(0.0, 1.0, split_at_queries=False, **kw).split_at_queries
+    with pytest.raises(ValueError, match="split_at_queries"):
+        pnode.BrownianInterval(0.0, 1.0, halfway_tree=True, split_at_queries=True, **kw)
+
+
+def test_node_normals_torch_route_keyed_by_64_bits():
+    """Large draws come from torch's generator keyed through its whole state: a seed
+    change above bit 32 (which manual_seed ignores) gives a different, independent draw;
+    the same seed repeats; the numbers are N(0, 1); the thread count does not matter."""
+    from pnode.sde import normals
+
+    assert normals._check_torch_layout()  # else every draw would take the numpy route
+    n = 1 << 16
+    assert n >= normals.TORCH_MIN_NUMEL
+    gen = normals.NodeNormals(stream=12345, dtype=torch.float64)
+    s = 0x1234_5678_9ABC
+    a = gen.draw(s, (n,))
+    b = gen.draw(s + (1 << 32), (n,))
+    c = gen.draw(s ^ (1 << 63), (n,))
+    assert torch.equal(gen.draw(s, (n,)), a)
+    other = normals.NodeNormals(stream=12346, dtype=torch.float64)
+    d = other.draw(s, (n,))
+    for x in (b, c, d):
+        assert abs(torch.corrcoef(torch.stack([a, x]))[0, 1].item()) * math.sqrt(n) < 4.5
+    for x in (a, b, c, d):
+        assert _z_mean(x, 1.0) < 4.5 and _z_var(x, 1.0) < 4.5
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        assert torch.equal(gen.draw(s, (n,)), a)
+    finally:
+        torch.set_num_threads(threads)
+    rows = gen.draw_rows([s, s + (1 << 32)], (256, 256))
+    assert torch.equal(rows[0].reshape(-1), a) and torch.equal(rows[1].reshape(-1), b)
+
+
+def test_brownian_large_point_shortcut_is_node_bisection():
+    """The point shortcut draws its levels with draw_rows; on the torch route (a large
+    motion) it must still be the path of node-by-node bisection."""
+    rng = random.Random(5)
+    kw = dict(size=(48, 48), entropy=8, dt=0.1, halfway_tree=True)
+    fast, slow = pnode.BrownianInterval(0.0, 1.0, **kw), pnode.BrownianInterval(0.0, 1.0, **kw)
+    slow._by_points = False
+    for a, b in _random_intervals(rng, 4):
+        assert (fast(a, b) - slow(a, b)).abs().max() <= 1e-12
+
+
+def test_brownian_split_tree_sequential_sweeps_stay_shallow():
+    """A hint-less split tree queried step by step (an adaptive solve, then its adjoint's
+    backward sweep) costs O(1) normal draws per query: splitting at the points alone
+    would chain the remainders and rebuild evicted values from the root (~23 draws per
+    query at 1000 steps, O(N^2) in all)."""
+    n = 1000
+    bm = pnode.BrownianInterval(0.0, 1.0, size=(3,), entropy=2)
+    calls = []
+    orig = bm._normals
+    bm._normals = lambda *args, **kws: calls.append(1) or orig(*args, **kws)
+    steps = [(k / n, (k + 1) / n) for k in range(n)]
+    first = [bm(a, b) for a, b in steps]
+    back = [bm(a, b) for a, b in reversed(steps)]
+    assert all(torch.equal(x, y) for x, y in zip(first, reversed(back)))
+    assert len(calls) / (2 * n) < 2.5
+    assert (sum(first) - bm(0.0, 1.0)).abs().max() <= 1e-12
+
+
+def test_brownian_draws_on_cpu_whatever_the_default_device():
+    """Node normals are drawn on the CPU (then moved to ``device``) even when torch's
+    default device is another one (here "meta", which computes nothing)."""
+    want = [pnode.BrownianInterval(0.0, 1.0, size=(48, 48), entropy=1, halfway_tree=hw)(0.1, 0.3)
+            for hw in (False, True)]
+    before = torch.get_default_device()
+    try:
+        torch.set_default_device("meta")
+        got = [pnode.BrownianInterval(0.0, 1.0, size=(48, 48), entropy=1, device="cpu",
+                                      halfway_tree=hw)(0.1, 0.3) for hw in (False, True)]
+    finally:
+        torch.set_default_device(before)
+    for w, g in zip(want, got):
+        assert g.device.type == "cpu" and torch.equal(w, g)

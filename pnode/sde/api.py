@@ -195,15 +195,14 @@ def _prepare(sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options,
 def _default_bm(prob):
     """``bm=None``: a fresh path over ``[ts[0], ts[-1]]`` with the Lévy area the method
     needs, seeded from torch's global generator so that ``torch.manual_seed`` reproduces
-    it. Nobody else queries it, so it splits at the query points (``split_at_queries``):
-    an adaptive solve's off-grid points cost one normal draw each instead of one per
-    bisection level, and the adjoint's re-queries find the same tree."""
+    it. Like torchsde's, its tree splits at the query points (the default
+    ``halfway_tree=False``): an adaptive solve's off-grid points cost about one normal draw
+    each, and the adjoint's re-queries find the same tree."""
     size = prob.brownian_shape()
     levy = {"W": "none", "WU": "space-time", "WA": "foster"}[prob.method.needs]
     entropy = int(torch.randint(0, 2**62, (), dtype=torch.int64))
     return BrownianInterval(prob.ts[0], prob.ts[-1], size=size, dtype=prob.y0.dtype,
-                            device=prob.y0.device, entropy=entropy, levy_area_approximation=levy,
-                            split_at_queries=True)
+                            device=prob.y0.device, entropy=entropy, levy_area_approximation=levy)
 
 
 def _pnode_default(sde, method):

@@ -1,23 +1,31 @@
-"""Brownian motion sampled on demand from a fixed binary tree of intervals.
+"""Brownian motion sampled on demand from a binary tree of intervals.
 
-The path over ``[t0, t1]`` is defined by a *canonical* tree. Its upper levels split
-``[t0, t1]`` on cell boundaries, balanced over the cells: ``t0 + k*dt`` for a step hint
-``dt``; every step of a pnode solver's grid (output times included) for an interval that
-a solver adopted before its first query; a single cell otherwise. Every cell is then
-bisected at floating-point midpoints, down to float64 resolution. A node's increment is
-drawn from the Brownian bridge conditioned on its parent's increment, with normals from a
-counter-based generator (Philox) keyed by a 64-bit hash of the node's position in the
-tree. So ``W(tb) - W(ta)`` is a fixed function of ``entropy``, ``t0``, ``t1``, the cell
-grid and the query: it does not depend on which queries came before or in what order,
-repeated queries agree bit for bit, and increments over adjacent intervals add up (to
-round-off).
+The tree's upper levels split ``[t0, t1]`` on cell boundaries, balanced over the cells:
+``t0 + k*dt`` for a step hint ``dt``; every step of a pnode solver's grid (output times
+included) for an interval that a solver adopted before its first query; a single cell
+otherwise. Inside a cell there are two trees, as in torchsde:
 
-Memory is bounded: node increments live in an LRU cache of ``cache_size`` entries, and
-the only nodes kept alive are the ancestors of the last queried node (the tree is never
-stored; a node is rebuilt from its parent when needed). Queries are answered by searching
-from the last queried node rather than from the root (Kidger et al. 2021), so the
-sequential pattern of a fixed-step solver costs O(1) node splits per step. A point inside
-a cell costs one normal draw per bisection level (about 45 for an arbitrary float).
+- split at the queries (the default, torchsde's ``halfway_tree=False``): a cell is split
+  at the first query point falling in it, each half at the next one, and so on (a node
+  over 8 times longer than the query is bisected first, which keeps the depth
+  logarithmic); a new point costs about one normal draw, and the path depends on the
+  order of the queries;
+- order-independent (``halfway_tree=True``): every cell is bisected at floating-point
+  midpoints down to float64 resolution, so ``W(tb) - W(ta)`` is a fixed function of
+  ``entropy``, ``t0``, ``t1``, the cell grid and the query, whatever came before; a
+  point inside a cell costs one normal draw per bisection level (about 45).
+
+A node's increment is drawn from the Brownian bridge conditioned on its parent's
+increment, with normals keyed by a 64-bit hash of the node's position in the tree (and
+a word of the entropy; see :mod:`pnode.sde.normals`); in both trees repeated queries
+agree bit for bit and increments over adjacent intervals add up (to round-off).
+
+Node increments live in an LRU cache of ``cache_size`` entries; a node is rebuilt from
+its parent when needed. The order-independent tree stores nothing else (only the
+ancestors of the last queried node are alive); the split tree keeps the structure of the
+cells it has split (memory grows with the distinct query points). Queries are answered by
+searching from the last queried node rather than from the root (Kidger et al. 2021), so
+the sequential pattern of a fixed-step solver costs O(1) node splits per step.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import numpy as np
 import torch
 
 from .brownian_base import BaseBrownian
+from .normals import NodeNormals
 
 __all__ = ["BrownianInterval"]
 
@@ -43,6 +52,10 @@ _ROOT = 0xA4093822299F31D0
 # resolution of any realistic time); a query inside such a node falls back to linear
 # interpolation, which keeps additivity exact but is only an approximation of the law.
 _MAX_SUBCELL_LEVEL = 100
+
+# In a tree split at the queries, a node longer than this many query lengths is bisected
+# instead (see BrownianInterval._query_split).
+_SPLIT_SPAN = 8
 
 _LEVY_AREA_APPROXIMATIONS = ("none", "space-time", "davie", "foster")
 _AREA = 0xB7E151628AED2A6A  # seed offset of a node's Lévy-area noise
@@ -84,15 +97,15 @@ class BrownianInterval(BaseBrownian):
         size: shape of ``W(t)`` for one time, e.g. ``(batch, m)`` (tuple or int).
         dtype: ``torch.float32`` or ``torch.float64`` (default: torch's default dtype).
         device: device of the returned tensors (default CPU).
-        entropy: integer seed. The same entropy (with the same ``t0``, ``t1``, ``dt``)
-            gives the same path; ``None`` draws one from torch's global generator.
+        entropy: integer seed. The same entropy (with the same ``t0``, ``t1``, ``dt``,
+            and, for the default tree, the same queries in the same order) gives the
+            same path; ``None`` draws one from torch's global generator.
         dt: optional step hint. The tree then has nodes exactly on ``t0 + k*dt``, so a
             fixed-step solver starting at ``t0`` with step ``dt`` is served in O(1)
-            splits per step. Without it the tree bisects ``[t0, t1]`` dyadically;
-            queries at non-dyadic times are still exact but a new point costs about 45
-            normal draws (one per bisection level). A hint-less interval that has not
-            been queried yet and starts at the solver's ``ts[0]`` adopts the grid of the
-            first pnode solver using it (a node on every step, output times included).
+            splits per step. Without it ``[t0, t1]`` is a single cell. A hint-less
+            interval that has not been queried yet and starts at the solver's ``ts[0]``
+            adopts the grid of the first pnode solver using it (a node on every step,
+            output times included).
         tol: time resolution: intervals shorter than ``tol`` are not bisected further
             (queries inside one interpolate linearly). 0 (default): float resolution.
         pool_size: accepted for torchsde compatibility (pnode draws every node's
@@ -100,9 +113,13 @@ class BrownianInterval(BaseBrownian):
         cache_size: number of node increments (and in-cell point values) kept in the
             LRU cache; bounds memory to about ``cache_size * prod(size)`` numbers,
             times 2 with the space-time Lévy area. ``None``: unbounded.
-        halfway_tree: accepted for torchsde compatibility: pnode's path is always a
-            function of ``entropy`` alone, whatever the order of the queries (what
-            torchsde's ``halfway_tree=True`` buys).
+        halfway_tree: torchsde's switch between its two trees, with its meaning.
+            ``False`` (default, as torchsde): the tree is split at the query points
+            (see ``split_at_queries``): about one normal draw per new point; the path is
+            a function of ``entropy`` *and of the locations and order of the
+            queries*. ``True``: the order-independent tree described above, the path a
+            function of ``entropy`` alone (torchsde's dyadic tree; unlike torchsde,
+            pnode needs neither ``tol > 0`` nor ``dt=None`` for it).
         levy_area_approximation: ``"none"``, ``"space-time"``, ``"davie"`` or
             ``"foster"``. With ``"space-time"`` every node also carries its space-time
             Lévy area ``H`` (see ``__call__``); ``"davie"`` and ``"foster"`` add an
@@ -111,14 +128,16 @@ class BrownianInterval(BaseBrownian):
             variance ``h^2/12`` (Davie) or ``h^2/20 + h/5 (H_i^2 + H_j^2)`` (Foster), so
             that ``A_ij`` has the exact variance ``h^2/4``; areas of unions of nodes
             follow Chen's relation.
-        split_at_queries: pnode's switch to torchsde's default tree (its
-            ``halfway_tree=False``): inside a cell, an interval is split at the query
-            point that falls in it, so a new point costs one bridge sample (one normal
-            draw) instead of one per bisection level; the path is then a function of
-            ``entropy`` *and of the order of the queries* (repeated queries still agree
-            bit for bit, increments still add up), and the tree's structure is kept, so
-            memory grows with the number of distinct query points. Default ``False``:
-            the order-independent tree described above.
+        split_at_queries: the tree inside a cell, stated directly (pnode's spelling;
+            ``None``, the default, means ``not halfway_tree``). ``True``: a cell is
+            split at the query point that falls in it (after bisecting nodes over 8
+            times longer than the query interval, so that sequential queries do not
+            build a deep chain), so a new point costs about one bridge sample (one
+            normal draw) instead of one per bisection level; repeated queries still
+            agree bit for bit (also after cache eviction) and increments add up, but
+            the path depends on the order of the queries, and the tree's structure is
+            kept, so memory grows with the number of distinct query points. ``False``: the order-independent tree. ``True`` together with
+            ``halfway_tree=True`` is a contradiction and raises ``ValueError``.
         W, H: the increment and space-time Lévy area over ``[t0, t1]`` (default:
             drawn). ``W`` also gives ``size``, ``dtype`` and ``device`` when they are
             not passed.
@@ -130,7 +149,7 @@ class BrownianInterval(BaseBrownian):
 
     def __init__(self, t0=0.0, t1=1.0, size=None, dtype=None, device=None, entropy=None,
                  dt=None, tol=0.0, pool_size=8, cache_size=45, halfway_tree=False,
-                 levy_area_approximation="none", W=None, H=None, split_at_queries=False):
+                 levy_area_approximation="none", W=None, H=None, split_at_queries=None):
         t0 = _as_time(t0, "t0")
         t1 = _as_time(t1, "t1")
         if not t0 < t1:
@@ -155,7 +174,6 @@ class BrownianInterval(BaseBrownian):
         self._cells = _UniformCells(t0, t1, dt, ncells)
         self._size = torch.Size(size)
         self._dtype = dtype
-        self._np_dtype = np.float32 if dtype == torch.float32 else np.float64
         self._device = torch.device(device) if device is not None else torch.device("cpu")
         self._entropy = int(entropy)
         self._levy = levy_area_approximation
@@ -180,17 +198,11 @@ class BrownianInterval(BaseBrownian):
         self._last = self._root
         self._cache: OrderedDict = OrderedDict()
         self._queried = False
-        self._qsplit = bool(split_at_queries)
+        self._qsplit = _check_tree(halfway_tree, split_at_queries)
+        self._query_length = t1 - t0
         self._qroots = {}  # (a, b) -> the kept node of a cell split inside (split_at_queries)
         self._by_points = not self._have_H and not self._qsplit
-        self._bitgen = np.random.Philox(key=0)
-        self._npgen = np.random.Generator(self._bitgen)
-        self._philox_key = np.array([0, self._stream], np.uint64)
-        self._philox_state = {
-            "bit_generator": "Philox",
-            "state": {"counter": np.zeros(4, np.uint64), "key": self._philox_key},
-            "buffer": np.zeros(4, np.uint64), "buffer_pos": 4, "has_uint32": 0, "uinteger": 0,
-        }
+        self._gen = NodeNormals(self._stream, dtype)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -379,7 +391,7 @@ class BrownianInterval(BaseBrownian):
                 kept = self._qroots[(n.a, n.b)]  # n is a stale copy of a kept cell
                 n.split, n.kids = kept.split, kept.kids
             if n.split is None and query is not None and n.a < query < n.b and n.b - n.a > self._tol:
-                n.split = query
+                n.split = self._query_split(n, query)
                 if n.i is not None:  # a cell's first split: keep its node from now on
                     self._qroots[(n.a, n.b)] = n
             return n.split
@@ -389,6 +401,21 @@ class BrownianInterval(BaseBrownian):
         if not n.a < m < n.b:  # a and b are adjacent floats
             return None
         return m
+
+    def _query_split(self, n, query):
+        """Where a split tree splits ``n`` for a query point inside it: at the point,
+        unless ``n`` is over ``_SPLIT_SPAN`` times longer than the query interval; then
+        at its midpoint. Splitting sequential queries at their points alone would hang
+        the remainders ``[t_k, b]`` one below the other, a chain whose depth (the cost of
+        rebuilding an evicted value, so of a backward sweep) grows with the number of
+        queries; bisecting first keeps the depth ~log2(length / query) + _SPLIT_SPAN, as
+        torchsde's dependency tree does."""
+        h = n.b - n.a
+        if h > _SPLIT_SPAN * self._query_length:
+            m = n.a + 0.5 * h
+            if n.a < m < n.b:
+                return m
+        return query
 
     def _children(self, n, m):
         if self._qsplit:
@@ -424,19 +451,9 @@ class BrownianInterval(BaseBrownian):
         return left, right
 
     # ------------------------------------------------------------------ values
-    def _seed_generator(self, seed):
-        # Philox is counter-based: keying it with (stream, node seed) gives every node
-        # its own independent stream with no state carried between nodes.
-        # The state dict is built once and only its key's first word changes: the
-        # setter copies it, so reusing it is safe and saves building arrays per node.
-        self._philox_key[0] = seed
-        self._bitgen.state = self._philox_state
-
     def _normals(self, seed, count, shape=None):
-        self._seed_generator(seed)
         shape = tuple(self._size) if shape is None else tuple(shape)
-        x = self._npgen.standard_normal((count,) + shape, dtype=self._np_dtype)
-        x = torch.from_numpy(x)
+        x = self._gen.draw(seed, (count,) + shape)
         if self._device.type != "cpu":
             x = x.to(self._device)
         return x
@@ -555,6 +572,7 @@ class BrownianInterval(BaseBrownian):
     def _increment(self, ta, tb):
         # Search from the last queried node: a fixed-step solver's next query sits next
         # to the previous one, so the common ancestor is usually a few levels up.
+        self._query_length = tb - ta
         n = self._last
         while not (n.a <= ta and tb <= n.b):
             n = n.parent
@@ -623,15 +641,10 @@ class BrownianInterval(BaseBrownian):
                 coef.append(sd * ((hi - s) / (hi - m)))
                 lo, seed = m, _mix64(seed ^ _RIGHT)
             level += 1
-        xi = np.empty((len(seeds),) + tuple(self._size), dtype=self._np_dtype)
-        rows = xi.reshape(len(seeds), math.prod(self._size))  # a row per level, even for size ()
-        for k, sd in enumerate(seeds):
-            self._seed_generator(sd)
-            self._npgen.standard_normal(out=rows[k], dtype=self._np_dtype)
-        c = coef
-        noise = np.tensordot(np.asarray(c[1:len(seeds) + 1]), xi, axes=1)
-        x = torch.from_numpy(np.asarray(noise)).to(device=self._device, dtype=self._dtype)
-        x = x.add_(v, alpha=c[0])
+        xi = self._gen.draw_rows(seeds, self._size)
+        c = torch.tensor(coef[1:len(seeds) + 1], dtype=self._dtype, device="cpu")
+        x = torch.tensordot(c, xi, dims=1).to(self._device)
+        x = x.add_(v, alpha=coef[0])
         self._cache_put(key, x)
         return x
 
@@ -750,6 +763,17 @@ def _check_options(dtype, levy_area_approximation, cache_size):
         raise ValueError("BrownianInterval: cache_size must be an int >= 4, "
                          f"got {cache_size!r}")
     return dtype
+
+
+def _check_tree(halfway_tree, split_at_queries):
+    """Whether cells split at the queries: ``split_at_queries``, or by default torchsde's
+    ``halfway_tree=False`` (split) / ``True`` (order-independent)."""
+    if split_at_queries is None:
+        return not halfway_tree
+    if split_at_queries and halfway_tree:
+        raise ValueError("BrownianInterval: split_at_queries=True contradicts halfway_tree=True "
+                         "(the order-independent tree); pass one of them")
+    return bool(split_at_queries)
 
 
 def _check_entropy(entropy):

@@ -82,7 +82,8 @@ class _ValueQueries(_Wrapped):
 
 class BrownianPath(_ValueQueries):
     """Brownian motion on ``[t0, t0 + 1]`` started at ``w0`` (torchsde's
-    ``BrownianPath``), keeping every computed value (unbounded cache).
+    ``BrownianPath``), keeping every computed value (unbounded cache); an interval with
+    the default tree, split at the queries (the path depends on their order).
 
     Args:
         t0: initial time.
@@ -98,9 +99,9 @@ class BrownianPath(_ValueQueries):
 
 
 class BrownianTree(_ValueQueries):
-    """Brownian motion from ``(t0, w0)`` to ``(t1, w1)`` determined by ``entropy`` alone
-    (torchsde's ``BrownianTree``); every pnode interval already is, whatever the order
-    of queries.
+    """Brownian motion from ``(t0, w0)`` to ``(t1, w1)`` determined by ``entropy`` alone,
+    whatever the order of the queries (torchsde's ``BrownianTree``: an interval with
+    ``halfway_tree=True``; slower per new point than :class:`BrownianPath`).
 
     Args:
         t0, w0: initial time and value (``w0`` fixes shape, dtype, device).
