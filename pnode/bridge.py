@@ -52,7 +52,8 @@ def vec_view(vec, mode="r"):
 
 @contextmanager
 def cached_views():
-    """While PETSc runs one call (a solve, an adjoint solve), make each Vec's view once.
+    """While PETSc runs one call (a solve, an adjoint solve), or pnode one adjoint sweep
+    of several such calls, make each Vec's view once.
 
     PETSc hands the same few Vecs (stage and work vectors) to thousands of callbacks, and
     a DLPack view costs ~2 us. A host Vec's view stays valid while the Vec lives and keeps
@@ -63,6 +64,9 @@ def cached_views():
     what tells PETSc on which side its data is valid.
     """
     outer = _views.table
+    if outer is not None:  # inside a longer span already (an adjoint sweep's segments): keep its views
+        yield
+        return
     _views.table = {}
     try:
         yield

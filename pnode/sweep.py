@@ -7,7 +7,7 @@ from the forward's :class:`~pnode.integrator.Record`; :mod:`pnode.integrator` ca
 """
 import torch
 
-from .bridge import PETSC_DTYPE, vec_view, vec_write
+from .bridge import PETSC_DTYPE, cached_views, vec_view, vec_write
 from .errors import SolverError
 
 
@@ -49,7 +49,8 @@ def sweep(rec, grad_ys, stats, reducer):
     ts.setCostGradients([lam], [mu] if mu is not None else None)
     implicit = ws.wiring.implicit
     krylov_before = implicit.krylov_iterations if implicit is not None else 0
-    adjoint_steps = rec.plan.backward(ts, rec, forcing, rec.call, each_step=hooks is not None)
+    with cached_views():  # one output interval per adjoint solve: the same Vecs in each
+        adjoint_steps = rec.plan.backward(ts, rec, forcing, rec.call, each_step=hooks is not None)
     rec.plan.account(stats, stats["steps"], ws.sizes.n)
     ws.wiring.forget()
     stats.adjoint_done(adjoint_steps, implicit.krylov_iterations - krylov_before if implicit is not None else 0)
