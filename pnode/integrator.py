@@ -22,7 +22,7 @@ from .sweep import sweep
 from .bridge import PETSC_DTYPE, Clock, vec_view, vec_write
 from .callbacks import Progress, StepHooks
 from .dynamics import Dynamics
-from .errors import CallbackTrap, PetscCall, SolverError, petsc_message
+from .errors import CallbackTrap, MaxStepsError, PetscCall, SolverError, petsc_message
 from .interpolation import BoundaryCapture
 from .methods import adjoint_method_names, form_of, has_adjoint
 from .outputs import collect
@@ -303,9 +303,13 @@ class Integrator:
 
     def _event_found(self, ts, clock, steps):
         if ts.getConvergedReason() != PETSc.TS.ConvergedReason.CONVERGED_EVENT:
-            raise SolverError(f"the event function did not cross zero within {ts.getStepNumber()} steps (up to "
-                              f"t={clock.user(ts.getTime()):.6g}; raise options['max_num_steps'] if it lies further)",
-                              reason="NO_EVENT", time=clock.user(ts.getTime()), steps=ts.getStepNumber())
+            n, time = ts.getStepNumber(), clock.user(ts.getTime())
+            why = (f"the event function did not cross zero within {n} steps (up to t={time:.6g}; raise "
+                   "options['max_num_steps'] if it lies further)")
+            if n >= steps.max_steps:  # torchdiffeq's wording and type, which programs test for
+                raise MaxStepsError(f"max_num_steps exceeded ({n}>={steps.max_steps}): {why}", reason="NO_EVENT",
+                                    time=time, steps=n)
+            raise SolverError(why, reason="NO_EVENT", time=time, steps=n)
         return clock.user(ts.getTime()), vec_view(ts.getSolution(), "r").clone()
 
     def _pre_step(self, ts):
