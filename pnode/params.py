@@ -111,7 +111,8 @@ def unseen(fields, t, y, params):
     finds the ``requires_grad`` leaf tensors the output depends on that are neither in
     ``params`` nor reached through them. Leaves made inside the field (a CNF's
     ``z.requires_grad_()`` for its divergence) die with the output and are not the
-    user's: only those still alive once the output is dropped are reported.
+    user's: only those still alive once the output is dropped are reported; ``t`` and
+    ``y`` themselves never are, even where the field set their ``requires_grad``.
 
     Returns:
         ``(missing, error)``: descriptions (``"a tensor of shape (3, 3)"``) and the
@@ -120,7 +121,11 @@ def unseen(fields, t, y, params):
     """
     if not torch.is_grad_enabled():
         return [], None
-    stop_leaf = {id(p) for p in params if p.grad_fn is None}
+    # the state (and time) pnode passes are pnode's own: a field that turns them into
+    # leaves in place (ffjord's ``y.requires_grad_(True)`` before its divergence) does not
+    # make them tensors the user forgot
+    inputs = [t, *(y if isinstance(y, (tuple, list)) else (y,))]
+    stop_leaf = {id(p) for p in params if p.grad_fn is None} | {id(v) for v in inputs}
     stop_node = [p.grad_fn for p in params if p.grad_fn is not None]
     found = []
     for field in fields:

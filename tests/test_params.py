@@ -133,3 +133,36 @@ def test_no_grad_evaluation_with_unlisted_tensor_is_fine():
     with torch.no_grad():
         ys = pnode.odeint(f, y0_of(False), T, **PNODE)
     assert ys.shape == (3, 2, 3) and not ys.requires_grad
+
+
+class InPlaceLeafCNF(torch.nn.Module):
+    """ffjord's ``ODEfunc``: turns the state it is given into a leaf in place
+    (``y.requires_grad_(True)``) and takes the exact divergence by ``autograd.grad`` of
+    the output with respect to it; returns ``(dy, -div)``."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(5)
+        self.W1 = torch.nn.Parameter(torch.randn(2, 8, generator=g, dtype=torch.float64))
+        self.W2 = torch.nn.Parameter(torch.randn(8, 2, generator=g, dtype=torch.float64) * 0.5)
+
+    def forward(self, t, states):
+        y = states[0]
+        with torch.set_grad_enabled(True):
+            y.requires_grad_(True)
+            dy = torch.tanh(y @ self.W1) @ self.W2
+            div = sum(torch.autograd.grad(dy[:, i].sum(), y, create_graph=True)[0][:, i] for i in range(2))
+        return dy, -div.unsqueeze(1)
+
+
+def test_field_making_its_state_a_leaf_gets_torchdiffeqs_gradient():
+    # the state pnode hands to func is pnode's own, whatever func does to its
+    # requires_grad: no adjoint_params error, and torchdiffeq's gradient (1e-10 relative)
+    grads = []
+    for lib, kw in ((pnode, PNODE), (torchdiffeq, TDQ)):
+        func = InPlaceLeafCNF()
+        x = torch.linspace(-1, 1, 8, dtype=torch.float64).reshape(4, 2)
+        z, logp = lib.odeint(func, (x, torch.zeros(4, 1, dtype=torch.float64)), T, **kw)
+        ((z[-1] ** 2).sum() - logp[-1].sum()).backward()
+        grads.append(torch.cat([func.W1.grad.flatten(), func.W2.grad.flatten()]))
+    assert float((grads[0] - grads[1]).norm() / grads[1].norm()) <= TOL
