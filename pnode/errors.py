@@ -25,6 +25,15 @@ class SolverError(RuntimeError):
         self.steps = steps
 
 
+class MaxStepsError(SolverError, AssertionError):
+    """A forward solve reached ``options["max_num_steps"]`` before the last output time.
+
+    Also an ``AssertionError`` whose message starts with ``"max_num_steps exceeded"``, as
+    torchdiffeq's is: programs written for torchdiffeq that catch that assertion (to stop
+    or restart a training run) catch this one too. ``reason`` is ``"MAX_STEPS"``.
+    """
+
+
 class CallbackTrap:
     """Keeps the first Python exception raised inside a PETSc callback.
 

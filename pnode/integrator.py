@@ -22,7 +22,7 @@ from .sweep import sweep
 from .bridge import PETSC_DTYPE, Clock, vec_view, vec_write
 from .callbacks import Progress, StepHooks
 from .dynamics import Dynamics
-from .errors import CallbackTrap, PetscCall, SolverError, petsc_message
+from .errors import CallbackTrap, MaxStepsError, PetscCall, SolverError, petsc_message
 from .interpolation import BoundaryCapture
 from .methods import adjoint_method_names, form_of, has_adjoint
 from .outputs import collect
@@ -138,13 +138,14 @@ class Integrator:
             self.step_times = torch.tensor(times, dtype=torch.float64)
             return y0.reshape(1, -1).expand(len(s), -1).clone(), rec
         ts_type = self.source.get("ts_type") or self.method.ts_type
-        interp = interpolate and event is None and form_of(ts_type) == "rhs" and len(s) > 2
+        steps = StepControl(self.method, self.settings.steps, self.source, self.rtol, self.atol, open_end=event is not None)
+        # fixed steps land on every output time: only adaptive ones interpolate
+        interp = interpolate and not steps.fixed and event is None and form_of(ts_type) == "rhs" and len(s) > 2
         # PETSc's evaluation times cannot change count on a TS (it crashes): part of the key
         ws, dyn, dyn_ex = self._workspace(layout, params, clock, 2 if interp else len(s), form_of(ts_type))
         vec_write(ws.u, y0)
         rec.workspace = ws
         rec.call = PetscCall(self.trap, self.reducer, lambda: (clock.user(ws.ts.getTime()), ws.ts.getStepNumber()))
-        steps = StepControl(self.method, self.settings.steps, self.source, self.rtol, self.atol, open_end=event is not None)
         rec.plan = self._plan = _ckpt.plan(self.checkpoint, record, steps, s, self.source, ws.sizes.N, ws.sizes.n,
                                            self.method.stages, y0,
                                            store=self.graphs if ws.wiring.form == "rhs" else None,
@@ -301,7 +302,14 @@ class Integrator:
         if interpolate and steps.fixed:  # settle() fixed the steps: land on every time
             interpolate = False
             ws.key = None  # built for two evaluation times: not reusable with these
-        ts.setEvaluationTimes([s[0], s[-1]] if interpolate else s)
+            if ws.evaluations not in (None, len(s)):  # PETSc would write past its arrays
+                raise ValueError(f"the RK tableau {ts.getRKType()!r} has no error estimator and this solver's "
+                                 "previous call kept another number of output times: pass -ts_adapt_type none "
+                                 "(or options['step_size']) so that pnode knows the steps are fixed before it "
+                                 "sets the solve up")
+        times = [s[0], s[-1]] if interpolate else s
+        ts.setEvaluationTimes(times)
+        ws.evaluations = len(times)
         return interpolate
 
     def _watch(self, ts, event, steps):
@@ -318,9 +326,13 @@ class Integrator:
 
     def _event_found(self, ts, clock, steps):
         if ts.getConvergedReason() != PETSc.TS.ConvergedReason.CONVERGED_EVENT:
-            raise SolverError(f"the event function did not cross zero within {ts.getStepNumber()} steps (up to "
-                              f"t={clock.user(ts.getTime()):.6g}; raise options['max_num_steps'] if it lies further)",
-                              reason="NO_EVENT", time=clock.user(ts.getTime()), steps=ts.getStepNumber())
+            n, time = ts.getStepNumber(), clock.user(ts.getTime())
+            why = (f"the event function did not cross zero within {n} steps (up to t={time:.6g}; raise "
+                   "options['max_num_steps'] if it lies further)")
+            if n >= steps.max_steps:  # torchdiffeq's wording and type, which programs test for
+                raise MaxStepsError(f"max_num_steps exceeded ({n}>={steps.max_steps}): {why}", reason="NO_EVENT",
+                                    time=time, steps=n)
+            raise SolverError(why, reason="NO_EVENT", time=time, steps=n)
         return clock.user(ts.getTime()), vec_view(ts.getSolution(), "r").clone()
 
     def _pre_step(self, ts):

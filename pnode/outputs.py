@@ -3,7 +3,7 @@ adjoint's output intervals begin and end."""
 import torch
 
 from .bridge import vec_view
-from .errors import SolverError, reason_name
+from .errors import MaxStepsError, SolverError, reason_name
 
 
 def collect(ts, s, times, clock, step_times, reducer, max_num_steps=None):
@@ -22,7 +22,8 @@ def collect(ts, s, times, clock, step_times, reducer, max_num_steps=None):
         index of the step that reached it.
 
     Raises:
-        SolverError: PETSc stopped early, or the solution is not finite.
+        MaxStepsError: ``max_num_steps`` was reached before the last output time.
+        SolverError: PETSc stopped early otherwise, or the solution is not finite.
     """
     time, steps = clock.user(ts.getTime()), ts.getStepNumber()
     reason = ts.getConvergedReason()
@@ -31,11 +32,13 @@ def collect(ts, s, times, clock, step_times, reducer, max_num_steps=None):
                           f"after {steps} steps", reason=reason_name(reason), time=time, steps=steps)
     sol_times, sols = ts.getEvaluationSolutions()
     if len(sols) != len(s):
-        limited = bool(max_num_steps) and steps >= max_num_steps
-        why = f"max_num_steps={max_num_steps} reached" if limited else f"{len(sols)} of {len(s)} output times reached"
-        raise SolverError(f"PETSc forward solve stopped at t={time:.6g} before t[-1]={times[-1]:.6g}: "
-                          f"{why}", reason="MAX_STEPS" if limited else "INCOMPLETE", time=time,
-                          steps=steps)
+        where = f"PETSc forward solve stopped at t={time:.6g} before t[-1]={times[-1]:.6g}"
+        if max_num_steps and steps >= max_num_steps:
+            # torchdiffeq's wording, which programs written for it test for
+            raise MaxStepsError(f"max_num_steps exceeded ({steps}>={max_num_steps}): {where}",
+                                reason="MAX_STEPS", time=time, steps=steps)
+        raise SolverError(f"{where}: {len(sols)} of {len(s)} output times reached", reason="INCOMPLETE",
+                          time=time, steps=steps)
     ys = torch.stack([vec_view(v, "r").clone() for v in sols])
     if reducer.any(not bool(torch.isfinite(ys).all())):
         raise SolverError(f"the solution is not finite (NaN/Inf) by t={times[-1]:.6g}",

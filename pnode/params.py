@@ -16,6 +16,7 @@ differentiated; the solver then raises a ValueError naming ``adjoint_params`` in
 leaving their gradients silently missing.
 """
 import functools
+import gc
 import types
 import weakref
 
@@ -111,7 +112,9 @@ def unseen(fields, t, y, params):
     finds the ``requires_grad`` leaf tensors the output depends on that are neither in
     ``params`` nor reached through them. Leaves made inside the field (a CNF's
     ``z.requires_grad_()`` for its divergence) die with the output and are not the
-    user's: only those still alive once the output is dropped are reported.
+    user's: only those still alive once the output is dropped (and reference cycles
+    collected) are reported; ``t`` and
+    ``y`` themselves never are, even where the field set their ``requires_grad``.
 
     Returns:
         ``(missing, error)``: descriptions (``"a tensor of shape (3, 3)"``) and the
@@ -120,7 +123,11 @@ def unseen(fields, t, y, params):
     """
     if not torch.is_grad_enabled():
         return [], None
-    stop_leaf = {id(p) for p in params if p.grad_fn is None}
+    # the state (and time) pnode passes are pnode's own: a field that turns them into
+    # leaves in place (ffjord's ``y.requires_grad_(True)`` before its divergence) does not
+    # make them tensors the user forgot
+    inputs = [t, *(y if isinstance(y, (tuple, list)) else (y,))]
+    stop_leaf = {id(p) for p in params if p.grad_fn is None} | {id(v) for v in inputs}
     stop_node = [p.grad_fn for p in params if p.grad_fn is not None]
     found = []
     for field in fields:
@@ -132,8 +139,17 @@ def unseen(fields, t, y, params):
         roots = [o.grad_fn for o in outs if isinstance(o, torch.Tensor) and o.grad_fn is not None]
         found.extend(weakref.ref(v) for v in _leaves(roots, stop_leaf, stop_node))
         del out, outs, roots
-    alive = _unique([v for v in (ref() for ref in found) if v is not None])
+    alive = _alive(found)
+    if alive:  # a leaf made inside the field may outlive it in a reference cycle (ffjord's
+        del alive  # regularisers keep a Jacobian on a class made per call): collect, look again
+        gc.collect()
+        alive = _alive(found)
     return [f"a tensor of shape {tuple(v.shape)}" for v in alive], None
+
+
+def _alive(refs):
+    """The tensors behind the weak references ``refs`` that still exist, without duplicates."""
+    return _unique([v for v in (ref() for ref in refs) if v is not None])
 
 
 def _leaves(roots, stop_leaf, stop_node):

@@ -47,6 +47,7 @@ class Workspace:
         blocks = self.blocks_of(dyn.layout, form, implicit, mass)
         sparse = self.sparse_of(dyn.layout, form, implicit)
         self.key = (sizes.key(), form, n_out, blocks, sparse and sparse[0])
+        self.evaluations = None  # the count of output times PETSc was last given (it cannot change)
         self.sizes = sizes
         self.u = new_vec(comm, *sizes.state)
         self.lam = self.u.duplicate()

@@ -1,5 +1,6 @@
 """Failures: exceptions raised in func propagate unchanged (forward and backward), PETSc's
-divergence and max_num_steps raise SolverError, and a solver stays usable after a failure."""
+divergence and max_num_steps raise SolverError (max_num_steps also as torchdiffeq's
+AssertionError), and a solver stays usable after a failure."""
 import pytest
 import torch
 from torch import nn
@@ -48,9 +49,41 @@ def test_blow_up_raises_solver_error():
 
 
 def test_max_num_steps_raises_solver_error():
-    with pytest.raises(pnode.SolverError, match="max_num_steps=3") as info:
+    with pytest.raises(pnode.SolverError, match=r"max_num_steps exceeded \(3>=3\)") as info:
         pnode.odeint(decay, torch.ones(2, dtype=torch.float64), T01, options={"max_num_steps": 3})
-    assert info.value.steps == 3 and info.value.time < 1.0
+    assert info.value.steps == 3 and info.value.time < 1.0 and info.value.reason == "MAX_STEPS"
+
+
+def _stiff(t, y):
+    return -1000.0 * (y - torch.cos(t))
+
+
+@pytest.mark.parametrize("event", [False, True])
+def test_max_num_steps_is_torchdiffeqs_assertion(event):
+    """Programs written for torchdiffeq catch its ``AssertionError('max_num_steps exceeded
+    (n>=n)')`` by type and message prefix (augmented-neural-odes' image experiments do, to
+    end a run): pnode's error is caught the same way, for solves and for events; where
+    torchdiffeq is installed, its own error is checked to be caught by the same test."""
+    y0, t = torch.ones(1, dtype=torch.float64), torch.tensor([0.0, 10.0], dtype=torch.float64)
+    kw = dict(rtol=1e-8, atol=1e-8, method="dopri5", options={"max_num_steps": 10})
+
+    def caught(mod):
+        try:
+            if event:  # the crossing at y = -2 never comes
+                mod.odeint_event(_stiff, y0, t[0], event_fn=lambda t, y: y.sum() + 2.0, **kw)
+            else:
+                mod.odeint(_stiff, y0, t, **kw)
+        except AssertionError as e:
+            return e.args[0]
+        return None
+
+    message = caught(pnode)
+    assert message is not None and message.startswith("max_num_steps exceeded (10>=10)")
+    try:
+        import torchdiffeq
+    except ImportError:
+        return
+    assert caught(torchdiffeq).startswith("max_num_steps exceeded (10>=10)")
 
 
 def test_solver_is_usable_after_a_failed_solve():

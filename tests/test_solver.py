@@ -41,6 +41,27 @@ def test_changing_the_number_of_output_times():
         assert ys.shape == (n, 3) and abs(float(ys[-1, 0]) - 0.36787944117) < 1e-6
 
 
+@pytest.mark.parametrize("decreasing", [False, True])
+def test_changing_the_number_of_output_times_with_fixed_steps(decreasing):
+    """latent_ode's ODE-RNN solves with euler (one step per output interval) over 2 output
+    times, then over 4, on one solver: the fixed steps land on every output time, and a
+    workspace kept for 2 evaluation times must not be given 4 (PETSc crashed). Euler on
+    y' = -y gives prod(1 - h_i) exactly (1e-12), with the gradient d/dy0 of the sum."""
+    W = torch.ones(1, dtype=torch.float64, requires_grad=True)
+
+    def f(t, y):
+        return -W * y
+    for n in (2, 4, 2, 3):
+        t = torch.linspace(0.0, 1.0, n, dtype=torch.float64) ** 2
+        t = 2.0 - t if decreasing else t
+        y0 = torch.ones(2, dtype=torch.float64, requires_grad=True)
+        ys = pnode.odeint(f, y0, t, method="euler")
+        want = torch.cumprod(torch.cat([torch.ones(1, dtype=torch.float64), 1 - (t[1:] - t[:-1])]), 0)
+        assert ys.shape == (n, 2) and float((ys.detach()[:, 0] - want).abs().max()) < 1e-12
+        ys.sum().backward()
+        assert abs(float(y0.grad[0]) - float(want.sum())) < 1e-12
+
+
 def test_fixed_step_survives_a_short_first_output_interval():
     with pnode.ODESolver(decay, method="rk4", options={"step_size": 0.1}) as s:
         s(torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 0.001, 1.0], dtype=torch.float64))
