@@ -236,8 +236,7 @@ class TrajectoryPlan(NoRecord):
         # only binomial plans and the user's own limits schedule with revolve (one per process)
         if checkpoint.strategy == "binomial" or any(source.given(k) for k in _REVOLVE_LIMITS):
             _RevolveOwner.take(self)
-        self.stack_steps = None if checkpoint.strategy == "binomial" or any(
-            source.given(k) for k in _REVOLVE_LIMITS) else stack_steps
+        self.stack_steps = stack_steps
 
     def petsc_defaults(self):
         opts = {"ts_trajectory_type": "memory"}
@@ -357,7 +356,24 @@ class GraphPlan(TrajectoryPlan):
         self.store.clear()
 
 
-def plan(checkpoint, record, steps, s, source, n_global, n_local, stages, y0, store=None, stack_steps=None):
+STACK_STEPS = 4096  # an adaptive store-all solve's first trajectory stack (steps), see stack_steps
+
+
+def stack_steps(checkpoint, steps, source):
+    """The steps an adaptive solve's store-all trajectory stack starts with (PETSc doubles
+    it when full), or None for PETSc's own start: ``ts_max_steps``, zeroed at every solve
+    (8 MB at the default 10**6, 1.2 ms a solve, as much as a small field's training step).
+    Fixed steps keep PETSc's (it knows their count); so does a tableau chosen on the command
+    line, which may turn out fixed-step only once PETSc has read it (StepControl.settle),
+    where a stack smaller than the steps makes PETSc schedule recomputations instead.
+    Binomial plans and the user's own trajectory limits size their stacks themselves."""
+    if steps.fixed or source.given("ts_rk_type") or source.given("ts_type") or checkpoint.strategy == "binomial" \
+            or any(source.given(k) for k in _REVOLVE_LIMITS):
+        return None
+    return STACK_STEPS if STACK_STEPS < steps.max_steps else None
+
+
+def plan(checkpoint, record, steps, s, source, n_global, n_local, stages, y0, store=None):
     """The plan for one solve.
 
     Args:
@@ -371,18 +387,16 @@ def plan(checkpoint, record, steps, s, source, n_global, n_local, stages, y0, st
         y0: flat float64 initial state.
         store: the solver's :class:`~pnode.graphs.GraphStore` when the strategy keeps
             graphs (see :meth:`Checkpoint.graph_store`), used by explicit methods.
-        stack_steps: the store-all stack's first size for adaptive steps (see
-            :class:`TrajectoryPlan`); ignored for fixed steps, whose count PETSc knows.
     """
-    stack_steps = None if steps.fixed else stack_steps
+    stack = stack_steps(checkpoint, steps, source)
     if not record:
         return NoRecord()
     if store is not None:
-        return GraphPlan(checkpoint, source, n_global, stages, store, stack_steps)
+        return GraphPlan(checkpoint, source, n_global, stages, store, stack)
     if checkpoint.strategy == "binomial" and not (
             steps.fixed and steps.grid_dt is not None and fits_fixed_grid(s, steps.grid_dt)):
         if checkpoint.max_disk:
             raise ValueError("Checkpoint max_disk needs fixed steps (options['step_size']) on which every "
                              "output time lies; adaptive solves keep their checkpoints in RAM (max_ram)")
         return ReplayPlan(checkpoint, n_global, n_local, y0)
-    return TrajectoryPlan(checkpoint, source, n_global, stages, stack_steps)
+    return TrajectoryPlan(checkpoint, source, n_global, stages, stack)

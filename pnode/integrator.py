@@ -71,9 +71,6 @@ class Record:
         return self.workspace.u
 
 
-STACK_STEPS = 4096  # an adaptive solve's first trajectory stack (steps), see Integrator._stack_size
-
-
 class Integrator:
     """Forward solves and adjoints for one solver's settings (see :class:`pnode.ODESolver`).
 
@@ -148,8 +145,7 @@ class Integrator:
         rec.call = PetscCall(self.trap, self.reducer, lambda: (clock.user(ws.ts.getTime()), ws.ts.getStepNumber()))
         rec.plan = self._plan = _ckpt.plan(self.checkpoint, record, steps, s, self.source, ws.sizes.N, ws.sizes.n,
                                            self.method.stages, y0,
-                                           store=self.graphs if ws.wiring.form == "rhs" else None,
-                                           stack_steps=self._stack_size(steps))
+                                           store=self.graphs if ws.wiring.form == "rhs" else None)
         progress, store = self._attach(rec, ws, (dyn, dyn_ex), layout, steps, event)
         if self._configure(ws, s, steps, rec.plan, ts_type, layout.dtype, record, interp):
             rec.capture = BoundaryCapture(s)
@@ -260,17 +256,6 @@ class Integrator:
             ws = self.workspace = Workspace(self.comm, self.source.prefix, sizes, form, n_out, dyn, dyn_ex,
                                             self.trap, self.reducer, self.settings.implicit, self._pre_step, self._post_step)
         return ws, dyn, dyn_ex
-
-    def _stack_size(self, steps):
-        """The steps an adaptive solve's store-all trajectory stack starts with (PETSc
-        doubles it when full). PETSc's own start is ``ts_max_steps``, zeroed at every solve:
-        8 MB at the default 10**6, 1.2 ms a solve, as much as a small field's training step.
-        A tableau chosen on the command line may turn out fixed-step (StepControl.settle),
-        where a stack smaller than the steps makes PETSc schedule recomputations instead:
-        PETSc's own size then (None)."""
-        if self.source.given("ts_rk_type") or self.source.given("ts_type"):
-            return None
-        return STACK_STEPS if STACK_STEPS < steps.max_steps else None
 
     def _configure(self, ws, s, steps, plan, ts_type, dtype, record, interpolate):
         """PETSc options (code defaults under the command line), trajectory, times ``s``
