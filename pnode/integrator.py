@@ -138,8 +138,10 @@ class Integrator:
         steps = StepControl(self.method, self.settings.steps, self.source, self.rtol, self.atol, open_end=event is not None)
         # fixed steps land on every output time: only adaptive ones interpolate
         interp = interpolate and not steps.fixed and event is None and form_of(ts_type) == "rhs" and len(s) > 2
-        # PETSc's evaluation times cannot change count on a TS (it crashes): part of the key
-        ws, dyn, dyn_ex = self._workspace(layout, params, clock, 2 if interp else len(s), form_of(ts_type))
+        # PETSc's evaluation times cannot change count on a TS (it crashes): part of the key;
+        # a solve landing on its last time only has none (0, see _configure)
+        ws, dyn, dyn_ex = self._workspace(layout, params, clock, _evaluation_count(2 if interp else len(s)),
+                                          form_of(ts_type))
         vec_write(ws.u, y0)
         rec.workspace = ws
         rec.call = PetscCall(self.trap, self.reducer, lambda: (clock.user(ws.ts.getTime()), ws.ts.getStepNumber()))
@@ -176,11 +178,12 @@ class Integrator:
             found = self._event_found(ws.ts, clock, steps)
             self.discard()
             return found
+        start = y0 if ws.evaluations is None else None  # no evaluation times: outputs are start and end
         if rec.capture is None:
-            ys, rec.segments = collect(ws.ts, s, times, clock, rec.step_times, self.reducer, steps.max_steps)
+            ys, rec.segments = collect(ws.ts, s, times, clock, rec.step_times, self.reducer, steps.max_steps, start)
         else:
             ends, _ = collect(ws.ts, [s[0], s[-1]], [times[0], times[-1]], clock, rec.step_times, self.reducer,
-                              steps.max_steps)
+                              steps.max_steps, start)
             ys, self.stencil = rec.capture.finish(self.step_times.tolist(), times, ends[-1])
             rec.segments, rec.capture = self.stencil.boundaries, None
         rec.plan.account(self.stats, self.stats["steps"], layout.numel)
@@ -293,8 +296,9 @@ class Integrator:
                                  "(or options['step_size']) so that pnode knows the steps are fixed before it "
                                  "sets the solve up")
         times = [s[0], s[-1]] if interpolate else s
-        ts.setEvaluationTimes(times)
-        ws.evaluations = len(times)
+        if _evaluation_count(len(times)):
+            ts.setEvaluationTimes(times)
+            ws.evaluations = len(times)
         return interpolate
 
     def _watch(self, ts, event, steps):
@@ -378,3 +382,19 @@ class Integrator:
         if self.workspace is not None:
             self.workspace.destroy()
             self.workspace = None
+
+
+def _evaluation_count(landings):
+    """How many evaluation times PETSc is given for a solve landing on ``landings`` times:
+    none when only the first and last matter (the last is the TS's end time).
+
+    PETSc's evaluation times make ``TSAdaptChoose`` remember a step it cut short to land on
+    one of them, and propose it again whenever the controller next wants to grow the step,
+    until a step is not cut; that memory is never reset, not even by the next solve. After a
+    rejection it undoes the reduction: on a stability-limited dopri5 solve (the 2-D
+    reaction-diffusion field of ``benchmarks/stiff_pde.py``) 12 of 40 steps were rejected
+    in a cycle of "accept a short step, jump back to the remembered long one, fail twice".
+    Without evaluation times PETSc still lands on the end time (``MATCHSTEP``), remembering
+    nothing."""
+    return 0 if landings <= 2 else landings
+
