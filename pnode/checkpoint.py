@@ -363,12 +363,10 @@ def stack_steps(checkpoint, steps, source):
     """The steps an adaptive solve's store-all trajectory stack starts with (PETSc doubles
     it when full), or None for PETSc's own start: ``ts_max_steps``, zeroed at every solve
     (8 MB at the default 10**6, 1.2 ms a solve, as much as a small field's training step).
-    Fixed steps keep PETSc's (it knows their count); so does a tableau chosen on the command
-    line, which may turn out fixed-step only once PETSc has read it (StepControl.settle),
-    where a stack smaller than the steps makes PETSc schedule recomputations instead.
-    Binomial plans and the user's own trajectory limits size their stacks themselves."""
-    if steps.fixed or source.given("ts_rk_type") or source.given("ts_type") or checkpoint.strategy == "binomial" \
-            or any(source.given(k) for k in _REVOLVE_LIMITS):
+    Fixed steps keep PETSc's (it knows their count; a stack smaller than the steps makes
+    PETSc schedule recomputations instead). Binomial plans and the user's own trajectory
+    limits size their stacks themselves."""
+    if steps.fixed or checkpoint.strategy == "binomial" or any(source.given(k) for k in _REVOLVE_LIMITS):
         return None
     return STACK_STEPS if STACK_STEPS < steps.max_steps else None
 

@@ -1,7 +1,7 @@
 """Every C function pnode calls through ctypes, declared once with its argument types.
 
 petsc4py wraps neither ``TSRKRegister``/``TSARKIMEXRegister`` (pnode's extra tableaus)
-nor ``TSRKGetTableau`` or ``TSAdaptSetType``; the BLAS libraries PETSc links have their
+nor ``TSRKGetTableau``; the BLAS libraries PETSc links have their
 own thread-count setters; glibc's ``mallopt`` keeps freed graph memory in the process.
 Every PETSc prototype takes its ``PetscInt``/``PetscReal`` from petsc4py's
 ``PETSc.IntType``/``RealType`` (:func:`petsc_ctypes`), so a PETSc built with 64-bit
@@ -67,8 +67,6 @@ def petsc_functions():
         # ts, s, A, b, c, bembed, p, binterp, FSAL
         "TSRKGetTableau": [ptr, ctypes.POINTER(pint)] + [ctypes.POINTER(reals)] * 4
                           + [ctypes.POINTER(pint), ctypes.POINTER(reals), ctypes.c_void_p],
-        "TSGetAdapt": [ptr, ctypes.POINTER(ptr)],
-        "TSAdaptSetType": [ptr, cstr],
     }
     out = {}
     for name, argtypes in protos.items():
@@ -120,16 +118,20 @@ def rk_tableau(ts):
             [bembed[i] for i in range(n)] if bembed else None)
 
 
-def rk_has_embedded(ts):
-    """Whether the RK tableau of ``ts`` (type ``rk``, set up) has an embedded error estimator."""
-    return rk_tableau(ts)[3] is not None
-
-
-def set_adapt_type(ts, name):
-    """``TSAdaptSetType(TSGetAdapt(ts), name)`` (petsc4py has no TSAdapt)."""
-    fns, adapt = petsc_functions(), ctypes.c_void_p()
-    _check(fns["TSGetAdapt"](ctypes.c_void_p(ts.handle), ctypes.byref(adapt)), "TSGetAdapt")
-    _check(fns["TSAdaptSetType"](adapt, name.encode()), "TSAdaptSetType")
+@functools.lru_cache(maxsize=None)
+def rk_type_has_embedded(name):
+    """Whether PETSc's RK tableau ``name`` (``-ts_rk_type``) has an embedded error
+    estimator; True for a name PETSc does not know (its options check reports that)."""
+    from petsc4py import PETSc
+    ts = PETSc.TS().create(comm=PETSc.COMM_SELF)
+    try:
+        ts.setType("rk")
+        ts.setRKType(name)
+        return rk_tableau(ts)[3] is not None
+    except PETSc.Error:
+        return True
+    finally:
+        ts.destroy()
 
 
 def loaded_library_path():

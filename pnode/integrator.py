@@ -135,7 +135,8 @@ class Integrator:
             self.step_times = torch.tensor(times, dtype=torch.float64)
             return y0.reshape(1, -1).expand(len(s), -1).clone(), rec
         ts_type = self.source.get("ts_type") or self.method.ts_type
-        steps = StepControl(self.method, self.settings.steps, self.source, self.rtol, self.atol, open_end=event is not None)
+        steps = StepControl(self.method, self.settings.steps, self.source, self.rtol, self.atol,
+                            open_end=event is not None, ts_type=ts_type)
         # fixed steps land on every output time: only adaptive ones interpolate
         interp = interpolate and not steps.fixed and event is None and form_of(ts_type) == "rhs" and len(s) > 2
         # PETSc's evaluation times cannot change count on a TS (it crashes): part of the key;
@@ -149,7 +150,8 @@ class Integrator:
                                            self.method.stages, y0,
                                            store=self.graphs if ws.wiring.form == "rhs" else None)
         progress, store = self._attach(rec, ws, (dyn, dyn_ex), layout, steps, event)
-        if self._configure(ws, s, steps, rec.plan, ts_type, layout.dtype, record, interp):
+        self._configure(ws, s, steps, rec.plan, ts_type, layout.dtype, record, interp)
+        if interp:
             rec.capture = BoundaryCapture(s)
             rec.capture.start(y0)
         rhs = (lambda s_, u: dyn.rhs(s_, u) + dyn_ex.rhs(s_, u)) if dyn_ex is not None else dyn.rhs
@@ -262,8 +264,7 @@ class Integrator:
 
     def _configure(self, ws, s, steps, plan, ts_type, dtype, record, interpolate):
         """PETSc options (code defaults under the command line), trajectory, times ``s``
-        (only the first and last when ``interpolate`` and the steps are adaptive).
-        Returns whether the solve interpolates."""
+        (only the first and last when the solve ``interpolate``s)."""
         ts = ws.ts
         defaults = self.method.petsc_defaults(self.settings.implicit, ts_type, dtype, self.comm.getSize())
         defaults.update(steps.petsc_defaults())
@@ -276,7 +277,6 @@ class Integrator:
             except PETSc.Error as err:
                 raise ValueError(f"PETSc rejected an option value: {petsc_message(err)} (check petsc_options and "
                                  "the command line)") from None
-            steps.settle(ts)
             self.source.warn_unused(ts.getType())
             if record and not has_adjoint(ts.getType()):
                 raise ValueError(
@@ -287,19 +287,10 @@ class Integrator:
         ts.setTime(s[0])
         ts.setStepNumber(0)
         ts.setMaxTime(s[-1])
-        if interpolate and steps.fixed:  # settle() fixed the steps: land on every time
-            interpolate = False
-            ws.key = None  # built for two evaluation times: not reusable with these
-            if ws.evaluations not in (None, len(s)):  # PETSc would write past its arrays
-                raise ValueError(f"the RK tableau {ts.getRKType()!r} has no error estimator and this solver's "
-                                 "previous call kept another number of output times: pass -ts_adapt_type none "
-                                 "(or options['step_size']) so that pnode knows the steps are fixed before it "
-                                 "sets the solve up")
         times = [s[0], s[-1]] if interpolate else s
         if _evaluation_count(len(times)):
             ts.setEvaluationTimes(times)
             ws.evaluations = len(times)
-        return interpolate
 
     def _watch(self, ts, event, steps):
         """Stop the solve where ``event`` crosses zero (PETSc locates it to round-off in

@@ -10,7 +10,7 @@ import math
 import warnings
 
 from .errors import user_stacklevel
-from .clib import rk_has_embedded, set_adapt_type
+from .clib import rk_type_has_embedded
 
 _WARNED = set()  # tableaus already reported as fixed-step
 
@@ -31,18 +31,20 @@ class StepControl:
             ``options["step_size"]``), else None.
     """
 
-    def __init__(self, method, steps, source, rtol, atol, open_end=False):
+    def __init__(self, method, steps, source, rtol, atol, open_end=False, ts_type=None):
         self.method, self.steps, self.rtol, self.atol = method, steps, rtol, atol
         self.open_end = open_end  # an event ends the solve, not s[-1] (so no step count to check)
-        default_fixed = steps.step_size is not None or not method.adaptive
+        self._adapt_given = source.get("ts_adapt_type") is not None
+        # the tableau the command line chose cannot adapt (decided before PETSc is set up:
+        # the workspace, the outputs and the trajectory all depend on it)
+        self._no_estimator = not self._adapt_given and _tableau_without_estimator(source, ts_type)
+        default_fixed = steps.step_size is not None or not method.adaptive or self._no_estimator
         self.adapt_type = source.get("ts_adapt_type") or ("none" if default_fixed else "basic")
         self.fixed = self.adapt_type == "none"
         self._dt_option = _step_option(source)
         for key in ("ts_rtol", "ts_atol"):  # PETSc accepts negative tolerances silently
             _positive(source, key)
         self.max_steps = steps.max_num_steps
-        self._adapt_given = source.get("ts_adapt_type") is not None
-        self._no_estimator = False  # the tableau the command line chose cannot adapt
         self.grid_dt = self._dt_option if self._dt_option is not None else steps.step_size
         self._out = None
         self._step = None
@@ -88,21 +90,6 @@ class StepControl:
         self._step = dt if self.fixed else None
         return dt
 
-    def settle(self, ts):
-        """After PETSc read its options: a tableau picked on the command line
-        (``-ts_rk_type 4``) may have no error estimator, so adaptive steps would fail at
-        the first step; take fixed steps instead and say so once per tableau."""
-        if self.fixed or self._adapt_given or ts.getType() != "rk" or rk_has_embedded(ts):
-            return
-        set_adapt_type(ts, "none")
-        self.adapt_type, self.fixed, self._no_estimator = "none", True, True
-        name = ts.getRKType()
-        if name not in _WARNED:
-            _WARNED.add(name)
-            warnings.warn(f"RK tableau {name!r} has no error estimator, so pnode takes fixed steps: one per output "
-                          "interval, or -ts_time_step / options['step_size'] (pass -ts_adapt_type none to say so "
-                          "yourself)", stacklevel=user_stacklevel())
-
     def _check_count(self, s, dt):
         """Refuse fixed steps that could never finish: more than ``max_num_steps`` of
         them, or steps below the float spacing of the times (they would not advance)."""
@@ -125,6 +112,21 @@ class StepControl:
         if nxt is not None:
             gap, h = nxt - t, self._step
             ts.setTimeStep(gap if h >= gap or abs(h - gap) <= 1e-12 * abs(gap) else h)
+
+
+def _tableau_without_estimator(source, ts_type):
+    """Whether the command line chose an RK tableau without an error estimator
+    (``-ts_rk_type 4``): adaptive steps would fail at the first step, so the solve takes
+    fixed steps instead, which is said once per tableau."""
+    name = source.get("ts_rk_type") if ts_type == "rk" else None
+    if name is None or rk_type_has_embedded(name):
+        return False
+    if name not in _WARNED:
+        _WARNED.add(name)
+        warnings.warn(f"RK tableau {name!r} has no error estimator, so pnode takes fixed steps: one per output "
+                      "interval, or -ts_time_step / options['step_size'] (pass -ts_adapt_type none to say so "
+                      "yourself)", stacklevel=user_stacklevel())
+    return True
 
 
 def _positive(source, key):
