@@ -30,8 +30,16 @@ class MaxStepsError(SolverError, AssertionError):
 
     Also an ``AssertionError`` whose message starts with ``"max_num_steps exceeded"``, as
     torchdiffeq's is: programs written for torchdiffeq that catch that assertion (to stop
-    or restart a training run) catch this one too. ``reason`` is ``"MAX_STEPS"``.
+    or restart a training run) catch this one too. ``reason`` is ``"MAX_STEPS"`` (or
+    ``"NO_EVENT"`` when an event solve ran out of steps).
     """
+
+    @classmethod
+    def exceeded(cls, steps, max_num_steps, why, reason="MAX_STEPS", time=None):
+        """The error for ``steps`` taken of ``max_num_steps`` allowed, in torchdiffeq's
+        wording followed by ``why``."""
+        return cls(f"max_num_steps exceeded ({steps}>={max_num_steps}): {why}", reason=reason, time=time,
+                   steps=steps)
 
 
 class CallbackTrap:

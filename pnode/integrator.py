@@ -310,8 +310,7 @@ class Integrator:
             why = (f"the event function did not cross zero within {n} steps (up to t={time:.6g}; raise "
                    "options['max_num_steps'] if it lies further)")
             if n >= steps.max_steps:  # torchdiffeq's wording and type, which programs test for
-                raise MaxStepsError(f"max_num_steps exceeded ({n}>={steps.max_steps}): {why}", reason="NO_EVENT",
-                                    time=time, steps=n)
+                raise MaxStepsError.exceeded(n, steps.max_steps, why, reason="NO_EVENT", time=time)
             raise SolverError(why, reason="NO_EVENT", time=time, steps=n)
         return clock.user(ts.getTime()), vec_view(ts.getSolution(), "r").clone()
 

@@ -42,9 +42,7 @@ def collect(ts, s, times, clock, step_times, reducer, max_num_steps=None, start=
     if not reached:
         where = f"PETSc forward solve stopped at t={time:.6g} before t[-1]={times[-1]:.6g}"
         if max_num_steps and steps >= max_num_steps:
-            # torchdiffeq's wording, which programs written for it test for
-            raise MaxStepsError(f"max_num_steps exceeded ({steps}>={max_num_steps}): {where}",
-                                reason="MAX_STEPS", time=time, steps=steps)
+            raise MaxStepsError.exceeded(steps, max_num_steps, where, time=time)
         raise SolverError(f"{where}: {len(sols) if start is None else 1} of {len(s)} output times reached",
                           reason="INCOMPLETE", time=time, steps=steps)
     ys = torch.stack([start if v is None else vec_view(v, "r").clone() for v in sols])
