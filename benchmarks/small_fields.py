@@ -158,8 +158,9 @@ def _mlp(dim, hidden, batch, seed=0):
     return net, torch.randn(batch, dim, dtype=torch.float64)
 
 
-def _rk_backprop(net, y0, tableau, n, h):
-    import torch
+def _rk_backprop(net, y0, tableau, n, h, stages=None):
+    """``n`` steps of ``h`` of the RK ``tableau`` in plain torch (``stages``: a list that
+    receives a copy of every stage's input)."""
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     from reference.rk import rk_tableau
     A, b, _ = (x.tolist() for x in rk_tableau(tableau))
@@ -171,6 +172,8 @@ def _rk_backprop(net, y0, tableau, n, h):
             for j in range(i):
                 if A[i][j]:
                     yi = yi + (h * A[i][j]) * ks[j]
+            if stages is not None:
+                stages.append(yi.detach().clone())
             ks.append(net(yi))
         y = y + sum((h * b[i]) * ks[i] for i in range(len(b)) if b[i])
     return y
@@ -254,17 +257,7 @@ def _stage_graphs(net, y0, tableau, n, h):
     params = list(net.parameters())
     stages = []
     with torch.no_grad():
-        sys.path.insert(0, os.path.join(ROOT, "tests"))
-        from reference.rk import rk_tableau
-        A, b, _ = (x.tolist() for x in rk_tableau(tableau))
-        y = y0
-        for _ in range(n):
-            ks = []
-            for i in range(len(b)):
-                yi = y + sum((h * A[i][j]) * ks[j] for j in range(i) if A[i][j])
-                stages.append(yi.clone())
-                ks.append(net(yi))
-            y = y + sum((h * b[i]) * ks[i] for i in range(len(b)) if b[i])
+        _rk_backprop(net, y0, tableau, n, h, stages)
     v = torch.ones_like(y0)
 
     def iteration():
