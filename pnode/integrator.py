@@ -379,12 +379,11 @@ def _evaluation_count(landings):
     none when only the first and last matter (the last is the TS's end time).
 
     PETSc's evaluation times make ``TSAdaptChoose`` remember a step it cut short to land on
-    one of them, and propose it again whenever the controller next wants to grow the step,
-    until a step is not cut; that memory is never reset, not even by the next solve. After a
-    rejection it undoes the reduction: on a stability-limited dopri5 solve (the 2-D
-    reaction-diffusion field of ``benchmarks/stiff_pde.py``) 12 of 40 steps were rejected
-    in a cycle of "accept a short step, jump back to the remembered long one, fail twice".
-    Without evaluation times PETSc still lands on the end time (``MATCHSTEP``), remembering
-    nothing."""
+    one of them and propose it again whenever the controller next wants to grow the step,
+    until a step goes through uncut; a rejection does not clear it. So after rejections it
+    undoes the reduction: on a stability-limited dopri5 solve (the 2-D reaction-diffusion
+    field of ``benchmarks/stiff_pde.py``) 12 of 40 steps were rejected in a cycle of "accept
+    a short step, jump back to the remembered long one, fail twice". Without evaluation
+    times PETSc still lands on the end time (``MATCHSTEP``) and remembers nothing. With
+    inner output times the memory remains (PETSc offers no way to clear it)."""
     return 0 if landings <= 2 else landings
-
