@@ -39,9 +39,10 @@ Configurations (each in its own worker process, ``_harness.run_worker``):
 
 IMEX runs use a fixed step of 0.125. At N = 512 a converged stage's residual has a
 round-off floor of about 1e-8 (the operator's norm is about 5e6); pnode scales Newton's
-absolute tolerance to it (no ``-snes_atol`` needed). Reported: median and spread (min-max) of wall time
-per iteration over the repeats (after one warm-up iteration), steps per solve, and the
-peak resident memory above the worker's before training (pnode and torchdiffeq rows), the
+absolute tolerance to it (no ``-snes_atol`` needed). Reported: median and spread (min-max)
+of wall time per iteration over the repeats (after one warm-up iteration), steps per solve
+(pnode dopri5: and how many of them kept their stage graphs for the adjoint), the peak
+resident memory above the worker's before training (pnode and torchdiffeq rows), the
 loss at the last iteration (after ``repeats`` Adam steps from the same start; diffrax: the
 first iteration's, it takes no Adam step), and the relative difference of the first
 iteration's gradient from the ``kencarp4 sparse+linear`` gradient (all IMEX configurations
@@ -57,8 +58,12 @@ Rows: pnode kencarp4 with ``sparsity`` (a 2-D periodic grid, stencil 1) and ``li
 under ``-pc_type lu`` (``-ksp_type preonly``: the operator is factored once per call and
 each stage is one pair of triangular solves), ``ilu`` and ``gamg`` (GMRES to the default
 ``ksp_rtol`` 1e-12 on each stage and adjoint solve); pnode and torchdiffeq
-dopri5 (backpropagation) on the whole field. Each IMEX row checks its first gradient against
-central finite differences of the same discrete solve along ``FD_DIRECTIONS`` random
+dopri5 (backpropagation) on the whole field. ``pnode dopri5`` has the default checkpoint
+(``"auto"``: stage graphs within 512 MiB, so at 128 x 128 only the last steps' graphs are
+kept and the adjoint re-evaluates ``func`` at the other stages); ``pnode dopri5 graphs``
+keeps every stage graph (``Checkpoint("graphs")``, no budget): backprop's memory, and no
+re-evaluation. Each IMEX row checks its first gradient against central finite differences
+of the same discrete solve along ``FD_DIRECTIONS`` random
 directions; all rows report peak memory and the loss after ``--rd-iterations`` Adam steps.
 
 A load average above 1.5 at either end marks the timings as indicative (other work shared the machine).
@@ -267,6 +272,8 @@ def worker(n, config, repeats):
             if it == 0:
                 grad = torch.cat([p.grad.reshape(-1) for p in params]).tolist()
                 steps = solver.stats["steps"] if hasattr(solver, "stats") else None
+                if steps is not None and solver.stats.get("graph_steps"):
+                    steps = f"{steps} ({solver.stats['graph_steps']} with graphs)"
             opt.step()
             if it > 0:
                 times.append(time.perf_counter() - start)
@@ -276,7 +283,7 @@ def worker(n, config, repeats):
 
 # ------------------------------------------------------------------ 2-D reaction-diffusion
 RD_SAMPLES, RD_DIFFUSION, RD_INTERVAL, RD_STEP, RD_HIDDEN = 2, 4e-3, 0.5, 0.125, 16
-RD_CONFIGS = ["IMEX lu", "IMEX ilu", "IMEX gamg", "pnode dopri5", "torchdiffeq dopri5"]
+RD_CONFIGS = ["IMEX lu", "IMEX ilu", "IMEX gamg", "pnode dopri5", "pnode dopri5 graphs", "torchdiffeq dopri5"]
 RD_REFERENCE = "IMEX lu"
 FD_DIRECTIONS, FD_EPS, FD_TOL = 3, 1e-5, 1e-6
 
@@ -356,8 +363,9 @@ def rd_solver(net, grid, config):
         # lu: a direct solve (preonly); ilu/gamg: GMRES to pnode's default ksp_rtol 1e-12
         petsc = {"pc_type": pc, "ksp_type": "preonly" if pc == "lu" else "gmres"}
         return pnode.ODESolver(net.im, method="kencarp4", options=opts, petsc_options=petsc)
-    if config == "pnode dopri5":
-        return pnode.ODESolver(net, method="dopri5", rtol=1e-6, atol=1e-8)
+    if config.startswith("pnode dopri5"):
+        checkpoint = pnode.Checkpoint("graphs") if config.endswith("graphs") else None
+        return pnode.ODESolver(net, method="dopri5", rtol=1e-6, atol=1e-8, checkpoint=checkpoint)
     import torchdiffeq
     solver = (lambda y, tt: torchdiffeq.odeint(net, y, tt, method="dopri5", rtol=1e-6, atol=1e-8))
     return solver
@@ -388,6 +396,8 @@ def rd_worker(grid, config, iterations, fd=False):
             if it == 0:
                 grad = torch.cat([p.grad.reshape(-1) for p in params])
                 steps = solver.stats["steps"] if hasattr(solver, "stats") else None
+                if steps is not None and solver.stats.get("graph_steps"):
+                    steps = f"{steps} ({solver.stats['graph_steps']} with graphs)"
                 if fd:
                     fd_err = _fd_check(params, grad, loss_of)
             opt.step()
@@ -605,7 +615,11 @@ def main():
                   "time median and spread over all but the first; peak memory is the resident-memory peak "
                   "above the worker's memory before training; the finite-difference check: "
                   f"{FD_DIRECTIONS} random unit directions in parameter space, central differences with step "
-                  f"{FD_EPS} of the same discrete solve, largest relative difference (tolerance {FD_TOL}).", ""]
+                  f"{FD_EPS} of the same discrete solve, largest relative difference (tolerance {FD_TOL}). "
+                  "`pnode dopri5` has the default checkpoint (`\"auto\"`: stage graphs within 512 MiB; the steps "
+                  "column says how many steps kept theirs, and the adjoint re-evaluates `func` at the others' "
+                  "stages); `pnode dopri5 graphs` keeps them all (`Checkpoint(\"graphs\")`, backprop's memory).",
+                  ""]
         lines += table_rd(res_rd)
     lines += [f"Total benchmark time: {time.perf_counter() - t0:.0f} s.", ""]
     publish("\n".join(lines), None if args.no_write else DOC)

@@ -100,7 +100,7 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
             for implicit methods, ``theta``, ``endpoint``, ``func_explicit``, ``mass``,
             ``jacobian``, ``preconditioner`` (see :class:`pnode.ODESolver`).
         adjoint_params: tensors to differentiate (default: parameters of ``func``).
-        checkpoint: :class:`pnode.Checkpoint` (default: store all).
+        checkpoint: :class:`pnode.Checkpoint` (default: ``"auto"``, see :class:`pnode.ODESolver`).
         event_fn: ``event_fn(t, y) -> scalar``: solve from ``t[0]`` in the direction of
             ``t[1]`` until it crosses zero and return ``(event_t, ys)`` with ``ys`` the
             states at ``t[0]`` and the event (see :mod:`pnode.events`).

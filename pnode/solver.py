@@ -51,7 +51,8 @@ class ODESolver:
             Newton-Krylov) and
             ``preconditioner`` (``prec(t, y, shift, r, transpose) -> z`` approximating
             ``(shift*M - J)^{-1} r``, or its transpose).
-        checkpoint: a :class:`pnode.Checkpoint`, a strategy name, or None (store all).
+        checkpoint: a :class:`pnode.Checkpoint`, a strategy name, or None (``"auto"``: store
+            all, and explicit methods keep their stage graphs within 512 MiB).
         petsc_options: dict of PETSc options (without the dash) used as defaults under
             this solver's prefix, e.g. ``{"ts_monitor": None}``.
         prefix: PETSc options prefix (``"enc_"`` reads ``-enc_ts_type``).
