@@ -271,14 +271,21 @@ def worker(n, config, repeats):
             loss.backward()
             if it == 0:
                 grad = torch.cat([p.grad.reshape(-1) for p in params]).tolist()
-                steps = solver.stats["steps"] if hasattr(solver, "stats") else None
-                if steps is not None and solver.stats.get("graph_steps"):
-                    steps = f"{steps} ({solver.stats['graph_steps']} with graphs)"
+                steps = _steps(solver)
             opt.step()
             if it > 0:
                 times.append(time.perf_counter() - start)
     return {"times": times, "grad": grad, "steps": steps, "loss": float(loss),
             "peak_mb": (mem.peak - mem.before) / 1024}
+
+
+def _steps(solver):
+    """The steps column of a row: pnode's steps per solve (and how many kept their stage
+    graphs for the adjoint), None for the peers."""
+    if not hasattr(solver, "stats"):
+        return None
+    steps, graphs = solver.stats["steps"], solver.stats.get("graph_steps")
+    return f"{steps} ({graphs} with graphs)" if graphs else steps
 
 
 # ------------------------------------------------------------------ 2-D reaction-diffusion
@@ -395,9 +402,7 @@ def rd_worker(grid, config, iterations, fd=False):
             loss.backward()
             if it == 0:
                 grad = torch.cat([p.grad.reshape(-1) for p in params])
-                steps = solver.stats["steps"] if hasattr(solver, "stats") else None
-                if steps is not None and solver.stats.get("graph_steps"):
-                    steps = f"{steps} ({solver.stats['graph_steps']} with graphs)"
+                steps = _steps(solver)
                 if fd:
                     fd_err = _fd_check(params, grad, loss_of)
             opt.step()
