@@ -69,8 +69,9 @@ directions; all rows report peak memory and the loss after ``--rd-iterations`` A
 A load average above 1.5 at either end marks the timings as indicative (other work shared the machine).
 
 Run: ``python benchmarks/stiff_pde.py --jax-python JAXVENV/bin/python`` (N = 64 and 512,
-3 repeats, 2-D at 128 x 128, 4 Adam iterations), ``--quick`` (N = 64, 1 repeat, 2-D at
-32 x 32; about two minutes), ``--configs``/``--rd-configs`` (a subset; ``--configs`` without
+3 repeats, 2-D at 128 x 128: 5 rounds of its configurations alternating process by process,
+4 Adam iterations each; about 15 minutes), ``--quick`` (N = 64, 1 repeat, 2-D at 32 x 32,
+one round; about two minutes), ``--rd-rounds``, ``--configs``/``--rd-configs`` (a subset; ``--configs`` without
 ``--rd-configs`` or ``--rd-grid`` runs the KS configurations alone), ``--no-write``. The KS-64
 comparison with diffrax alone: ``--sizes 64 --configs "kencarp4 sparse+linear,diffrax KenCarp4"``
 (about a minute). Writes docs/benchmarks_stiff_pde.md.
@@ -524,20 +525,36 @@ def table(res, n, configs):
     return lines + [""]
 
 
-def measure_rd(grid, iterations, configs=RD_CONFIGS):
+def measure_rd(grid, iterations, configs=RD_CONFIGS, rounds=1):
     """Each 2-D configuration in its own worker; the IMEX rows also check the gradient by
-    finite differences (the explicit rows solve another discretisation)."""
+    finite differences (the explicit rows solve another discretisation). With ``rounds``
+    > 1 the configurations alternate process by process, ``rounds`` times, and a row's
+    times are its processes' medians (the first round's process gives the rest)."""
     res = {}
-    for c in configs:
-        try:
-            res[c] = run_worker(__file__, dict(grid=grid, config=c, iterations=iterations, fd=c.startswith("IMEX")),
-                                task="rd", timeout=900)
-        except WorkerError as err:
-            res[c] = {"error": str(err).splitlines()[0]}
-        r = res[c]
-        print(f"  2-D {grid}x{grid} {c:<20s} " + (r["error"] if "error" in r else
-              f"{statistics.median(r['times']) if r['times'] else float('nan'):.3f} s  steps {r['steps']}"),
-              file=sys.stderr)
+    for k in range(rounds):
+        for c in configs:
+            if "error" in res.get(c, {}):
+                continue
+            try:
+                r = run_worker(__file__, dict(grid=grid, config=c, iterations=iterations,
+                                              fd=k == 0 and c.startswith("IMEX")), task="rd", timeout=900)
+            except WorkerError as err:
+                r = {"error": str(err).splitlines()[0]}
+            print(f"  2-D {grid}x{grid} {c:<20s} " + (r["error"] if "error" in r else
+                  f"{statistics.median(r['times']) if r['times'] else float('nan'):.3f} s  steps {r['steps']}"),
+                  file=sys.stderr)
+            if rounds == 1 or "error" in r:
+                res[c] = r
+                continue
+            med = statistics.median(r["times"]) if r["times"] else float("nan")
+            if k == 0:
+                res[c] = dict(r, times=[med], peak_mb=[r["peak_mb"]])
+            else:
+                res[c]["times"].append(med)
+                res[c]["peak_mb"].append(r["peak_mb"])
+    for r in res.values():
+        if isinstance(r.get("peak_mb"), list):
+            r["peak_mb"] = statistics.median(r["peak_mb"])
     return res
 
 
@@ -563,6 +580,20 @@ def table_rd(res):
     return lines + [""]
 
 
+def rd_ratios(res, rounds, peer="torchdiffeq dopri5"):
+    """Lines giving each pnode dopri5 row's time over ``peer``'s, round by round (processes
+    run next to each other), median [min-max]; none for a single round."""
+    ref = res.get(peer, {}).get("times")
+    if rounds == 1 or not ref or "error" in res[peer]:
+        return []
+    parts = []
+    for c in ("pnode dopri5", "pnode dopri5 graphs"):
+        if c in res and "error" not in res[c]:
+            ratios = [a / b for a, b in zip(res[c]["times"], ref)]
+            parts.append(f"{c} {statistics.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}]")
+    return [f"Time over {peer}'s, round by round, median [min-max]: " + "; ".join(parts) + ".", ""] if parts else []
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -571,6 +602,8 @@ def main():
     p.add_argument("--sizes", default=None, help="comma-separated grid sizes (default 64,512; --quick 64)")
     p.add_argument("--rd-grid", type=int, default=None, help="2-D grid points per axis (default 128; --quick 32; "
                    "0, the default with --configs and no --rd-configs, skips the 2-D benchmark)")
+    p.add_argument("--rd-rounds", type=int, default=None,
+                   help="2-D configurations alternate process by process this many times (default 5; --quick 1)")
     p.add_argument("--rd-iterations", type=int, default=None,
                    help="Adam iterations per 2-D configuration, the first untimed (default 4; --quick 2)")
     p.add_argument("--configs", default=None, help="comma-separated KS configurations (default all)")
@@ -597,7 +630,8 @@ def main():
     rd_configs = RD_CONFIGS if args.rd_configs is None else [c.strip() for c in args.rd_configs.split(",")]
     if set(rd_configs) - set(RD_CONFIGS):
         p.error(f"--rd-configs: unknown {sorted(set(rd_configs) - set(RD_CONFIGS))}; choose from {RD_CONFIGS}")
-    res_rd = measure_rd(grid, rd_iterations, rd_configs) if grid else None
+    rd_rounds = args.rd_rounds or (1 if args.quick else 5)
+    res_rd = measure_rd(grid, rd_iterations, rd_configs, rd_rounds) if grid else None
     load1 = load_average()
     lines = ["# Stiff neural PDE: SINODE's Kuramoto-Sivashinsky model", "",
              f"Generated by `python benchmarks/stiff_pde.py{' --quick' if args.quick else ''}` on "
@@ -616,16 +650,22 @@ def main():
                   f"{RD_SAMPLES} samples of {grid * grid} unknowns, float64; implicit part a learnable 3x3 circular "
                   f"convolution (declared as `{{'grid': ({grid}, {grid}), 'stencil': 1, 'periodic': True}}` with "
                   "`linear`), explicit part a pointwise MLP; kencarp4 at a fixed step "
-                  f"{RD_STEP} over {RD_INTERVAL}. {rd_iterations} Adam iterations (lr 1e-2) per configuration: "
-                  "time median and spread over all but the first; peak memory is the resident-memory peak "
-                  "above the worker's memory before training; the finite-difference check: "
+                  f"{RD_STEP} over {RD_INTERVAL}. " + (
+                      f"{rd_iterations} Adam iterations (lr 1e-2) per configuration: time median and spread over "
+                      "all but the first; peak memory is the resident-memory peak above the worker's memory "
+                      "before training" if rd_rounds == 1 else
+                      f"The configurations alternate process by process, {rd_rounds} rounds; a process times "
+                      f"{rd_iterations} Adam iterations (lr 1e-2), all but the first, and gives their median; "
+                      "a row's time is the median and min-max of its processes' medians, its peak memory the "
+                      "median of their resident-memory peaks above the worker's memory before training") +
+                  "; the finite-difference check (first round): "
                   f"{FD_DIRECTIONS} random unit directions in parameter space, central differences with step "
                   f"{FD_EPS} of the same discrete solve, largest relative difference (tolerance {FD_TOL}). "
                   "`pnode dopri5` has the default checkpoint (`\"auto\"`: stage graphs within 512 MiB; the steps "
                   "column says how many steps kept theirs, and the adjoint re-evaluates `func` at the others' "
                   "stages); `pnode dopri5 graphs` keeps them all (`Checkpoint(\"graphs\")`, backprop's memory).",
                   ""]
-        lines += table_rd(res_rd)
+        lines += table_rd(res_rd) + rd_ratios(res_rd, rd_rounds)
     lines += [f"Total benchmark time: {time.perf_counter() - t0:.0f} s.", ""]
     publish("\n".join(lines), None if args.no_write else DOC)
     return 0
